@@ -1,0 +1,62 @@
+# Two commands do all set-up on a fresh Debian machine:
+#   make demo   - .venv, pinned dependencies, system libraries, sample models, sample audits into out/
+#   make test   - the same set-up, then the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SYSDEPS_STAMP := .sysdeps-ok
+# Shared libraries WeasyPrint loads, fonts it renders with, poppler for pdftotext/pdfsig in tests.
+DEBIAN_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core poppler-utils
+POLICIES := $(wildcard policies/*.yaml)
+SAMPLE_MODELS := sample_audits/breast_cancer/models/gbm.skops
+
+.PHONY: demo test setup sysdeps samples lock clean bench
+
+demo: setup samples
+	@mkdir -p out
+	@set -e; for p in $(POLICIES); do \
+		name=$$(basename $$p .yaml); \
+		echo "==> auditor run $$p --out out/$$name"; \
+		$(VENV)/bin/auditor run $$p --out out/$$name --force; \
+	done
+	@echo "Reports written under out/: open out/<policy>/report.html or report.pdf"
+
+test: setup samples
+	$(PY) -m pytest -q
+
+setup: sysdeps $(STAMP)
+
+sysdeps: $(SYSDEPS_STAMP)
+
+$(SYSDEPS_STAMP):
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "==> installing Debian packages:$$missing"; \
+		SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@touch $@
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+samples: setup $(SAMPLE_MODELS)
+
+$(SAMPLE_MODELS): sample_audits/breast_cancer/build.py $(STAMP)
+	$(PY) sample_audits/breast_cancer/build.py
+
+lock:
+	$(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/' > requirements.lock
+
+bench: setup samples
+	$(PY) bench/audit_vs_naive.py
+
+clean:
+	rm -rf out .pytest_cache $(SYSDEPS_STAMP)

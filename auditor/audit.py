@@ -1,0 +1,237 @@
+"""Run an audit: load and check every input, sample decisions, explain them, collect evidence.
+
+``prepare`` loads datasets and models and checks they fit together, collecting every problem;
+``run_audit`` computes the evidence. Neither renders nor writes files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import __version__
+from .datasets import Dataset, load_dataset
+from .errors import AuditorError, DataError, ModelError, PolicyError, Problem
+from .evidence import (
+    Agreement,
+    DatasetInfo,
+    Decision,
+    Evidence,
+    FeatureInfo,
+    MethodRecord,
+    ModelInfo,
+    SampleInfo,
+    SkippedMethod,
+    Subject,
+)
+from .explainers import EXPLAINERS, Batch
+from .models import ModelAdapter, file_sha256, load_model
+from .performance import measure_performance
+from .policy import AuditedPair, Policy, canonical_json, policy_lines
+from .sampling import draw_sample
+
+__all__ = ["Prepared", "ProgressFactory", "prepare", "run_audit"]
+
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+"""Starts a progress task (description, total) and returns its ``advance(n)`` callable."""
+
+AGREEMENT_TOP_K = 5
+
+
+@dataclass
+class Prepared:
+    """One audited (model, dataset) pair, loaded and checked."""
+
+    pair: AuditedPair
+    model: ModelAdapter
+    dataset: Dataset
+    background: Dataset
+
+
+def prepare(policy: Policy) -> list[Prepared]:
+    """Load every dataset and model the policy audits and check they fit; report every problem at once."""
+    lines = policy_lines(policy.file)
+    file = str(policy.file)
+    problems: list[Problem] = []
+
+    def problem(kind: str, item_id: str, exc: AuditorError) -> None:
+        index = next(i for i, x in enumerate(getattr(policy, kind)) if x.id == item_id)
+        problems.append(Problem(file, f"{kind}[{index}]", exc.message, exc.hint, lines.get((kind, index))))
+
+    datasets: dict[str, Dataset] = {}
+    for pair in policy.audited:
+        if pair.dataset not in datasets:
+            try:
+                datasets[pair.dataset] = load_dataset(policy.dataset(pair.dataset), policy)
+            except DataError as exc:
+                problem("datasets", pair.dataset, exc)
+                datasets[pair.dataset] = None  # type: ignore[assignment]
+    backgrounds: dict[tuple[str, str], Dataset] = {}
+    prepared: list[Prepared] = []
+    for pair in policy.audited:
+        dataset = datasets[pair.dataset]
+        if dataset is None:
+            continue
+        bg_id = pair.background or pair.dataset
+        if bg_id == pair.dataset:
+            background = dataset
+        elif (bg_id, pair.dataset) in backgrounds:
+            background = backgrounds[(bg_id, pair.dataset)]
+        else:
+            try:
+                background = load_dataset(policy.dataset(bg_id), policy, space=dataset.space)
+            except DataError as exc:
+                problem("datasets", bg_id, exc)
+                continue
+            backgrounds[(bg_id, pair.dataset)] = background
+        try:
+            model = load_model(policy.model(pair.model), policy, dataset)
+        except ModelError as exc:
+            problem("models", pair.model, exc)
+            continue
+        prepared.append(Prepared(pair, model, dataset, background))
+    if problems:
+        unique = list(dict.fromkeys(problems))
+        raise PolicyError(unique)
+    return prepared
+
+
+def run_audit(
+    policy: Policy,
+    prepared: list[Prepared],
+    *,
+    sample_size: int | None = None,
+    seed: int | None = None,
+    progress: ProgressFactory | None = None,
+) -> Evidence:
+    """Compute the evidence for every audited pair. Deterministic for the same inputs and seed."""
+    size = sample_size if sample_size is not None else policy.sample.size
+    seed = seed if seed is not None else policy.sample.seed
+    if size < 1:
+        raise DataError("the sample size must be at least 1", hint="pass --sample N with N >= 1")
+    subjects = [_audit_subject(policy, p, size, seed, progress) for p in prepared]
+    warnings = [w for p in prepared for w in p.model.warnings]
+    policy_dump = canonical_json(policy)
+    return Evidence(
+        auditor_version=__version__,
+        policy_sha256=policy.sha256,
+        audit=policy_dump["audit"],
+        policy=policy_dump,
+        subjects=subjects,
+        warnings=warnings,
+    )
+
+
+def _audit_subject(policy: Policy, prep: Prepared, size: int, seed: int, progress: ProgressFactory | None) -> Subject:
+    model, data = prep.model, prep.dataset
+    proba = model.predict_proba(data.X)
+    performance = measure_performance(proba, data.y, model.classes, model.class_names, model.positive_index)
+    sample = draw_sample(policy.sample.strategy, size, seed, y_true=data.y, proba=proba,
+                         classes=model.classes, ids=data.ids)
+    rows = sample.rows
+    batch = Batch(X=data.X[rows], ids=[data.ids[r] for r in rows], y=data.y[rows])
+
+    local: dict[str, list] = {}
+    global_results: dict = {}
+    methods: list[MethodRecord] = []
+    skipped: list[SkippedMethod] = []
+    for spec in policy.explanations:
+        cls = EXPLAINERS[spec.type]
+        if spec.models is not None and model.id not in spec.models:
+            continue
+        if not cls.applies_to(model):
+            skipped.append(SkippedMethod(name=spec.name, reason=f"{cls.title} needs a PyTorch model; "
+                                         f"{model.id!r} is {model.kind}."))
+            continue
+        explainer = cls(spec)
+        target = batch if cls.scope == "local" else Batch(X=data.X, ids=list(data.ids), y=data.y)
+        total = len(target) if cls.scope == "local" else 1
+        advance = progress(f"{spec.name} · {model.id}", total) if progress else None
+        results, parameters = explainer.explain(model, target, background=prep.background.X, seed=seed,
+                                                progress=advance)
+        methods.append(MethodRecord(name=spec.name, type=spec.type, title=cls.title, scope=cls.scope,
+                                    spec=spec.model_dump(mode="json"), parameters=parameters))
+        if cls.scope == "local":
+            local[spec.name] = results
+        else:
+            global_results[spec.name] = results
+
+    decisions = []
+    sample_proba = proba[rows]
+    for k, r in enumerate(rows):
+        explanations = {name: results[k] for name, results in local.items()}
+        predicted = model.classes[int(sample_proba[k].argmax())]
+        decisions.append(Decision(
+            id=data.ids[r],
+            row=int(r),
+            values=dict(zip(data.space.names, (
+                data.space.display_value(i, v) if f.type == "categorical" else float(v)
+                for i, (f, v) in enumerate(zip(data.space.features, data.X[r]))
+            ))),
+            true_label=data.y[r],
+            predicted_label=predicted,
+            probabilities={str(c): float(p) for c, p in zip(model.classes, sample_proba[k])},
+            correct=predicted == data.y[r],
+            explanations=explanations,
+            agreement=_agreement(explanations, data.space.names),
+        ))
+
+    return Subject(
+        model=_model_info(model),
+        dataset=_dataset_info(data),
+        background=prep.background.spec.id,
+        sample=SampleInfo(strategy=sample.strategy, seed=seed, requested=sample.requested,
+                          available=sample.available, size=len(rows), note=sample.note),
+        performance=performance,
+        methods=methods,
+        skipped=skipped,
+        global_explanations=global_results,
+        decisions=decisions,
+    )
+
+
+def attribution_values(result, names: list[str]) -> np.ndarray:
+    """A local result's per-feature values in feature order (features LIME left out count as 0)."""
+    values = getattr(result, "attributions", None)
+    if values is None:
+        values = result.weights
+    return np.array([values.get(n, 0.0) for n in names], dtype=np.float64)
+
+
+def _agreement(explanations: dict, names: list[str]) -> Agreement | None:
+    if len(explanations) < 2:
+        return None
+    from scipy.stats import spearmanr
+
+    k = min(AGREEMENT_TOP_K, len(names))
+    vectors = {m: attribution_values(r, names) for m, r in explanations.items()}
+    tops = {m: [names[i] for i in np.argsort(-np.abs(v), kind="stable")[:k]] for m, v in vectors.items()}
+    shared = set.intersection(*(set(t) for t in tops.values()))
+    first, second = list(vectors.values())[:2]
+    corr = None
+    if np.ptp(first) > 0 and np.ptp(second) > 0:
+        corr = float(spearmanr(first, second).statistic)
+    return Agreement(methods=list(explanations), top_k=k, top_features=tops, shared=len(shared),
+                     rank_correlation=corr, agree=len(shared) >= 0.6 * k and (corr is None or corr > 0))
+
+
+def _model_info(model: ModelAdapter) -> ModelInfo:
+    spec = model.spec
+    return ModelInfo(id=spec.id, kind=model.kind, format=spec.format, path=str(spec.path), sha256=model.sha256,
+                     classes=model.classes, class_names=model.class_names,
+                     positive_class=model.classes[model.positive_index], version=spec.version,
+                     description=spec.description, warnings=model.warnings)
+
+
+def _dataset_info(data: Dataset) -> DatasetInfo:
+    return DatasetInfo(
+        id=data.spec.id, source=data.source, sha256=file_sha256(data.file) if data.file else None,
+        rows=data.n_rows, target=data.spec.target,
+        class_counts={str(k): v for k, v in data.class_counts.items()},
+        features=[FeatureInfo(name=f.name, display_name=f.label, type=f.type, unit=f.unit,
+                              categories=list(data.space.categories[i]) or None)
+                  for i, f in enumerate(data.space.features)],
+        unused_columns=data.unused_columns, description=data.spec.description,
+    )

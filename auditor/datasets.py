@@ -1,0 +1,224 @@
+"""Datasets: load CSV, Parquet or a dataset scikit-learn ships, check it, and encode its features.
+
+Inside the auditor every dataset is a float64 matrix in *feature space*: numeric features as they
+are, categorical features as integer codes into their category list. :class:`FeatureSpace` converts
+between that matrix and the original values; model adapters turn it into what each model expects.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+from .policy import DatasetSpec, FeatureSpec, Policy
+
+__all__ = ["Dataset", "FeatureSpace", "load_dataset", "python_label"]
+
+_SKLEARN_LOADERS = {
+    "sklearn:breast_cancer": "load_breast_cancer",
+    "sklearn:digits": "load_digits",
+    "sklearn:iris": "load_iris",
+    "sklearn:wine": "load_wine",
+}
+
+
+def python_label(value) -> int | str:
+    """A class label as a plain Python int or str, so labels compare across numpy, pandas and YAML."""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class FeatureSpace:
+    """Feature order, types and category codes shared by every explainer."""
+
+    features: tuple[FeatureSpec, ...]
+    categories: tuple[tuple, ...]  # per feature; empty for numeric
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def labels(self) -> list[str]:
+        return [f.label for f in self.features]
+
+    @property
+    def categorical_indices(self) -> list[int]:
+        return [i for i, f in enumerate(self.features) if f.type == "categorical"]
+
+    def decode(self, X: np.ndarray) -> pd.DataFrame:
+        """Feature-space matrix -> DataFrame of original values (categories by name)."""
+        X = np.asarray(X, dtype=np.float64)
+        columns = {}
+        for i, f in enumerate(self.features):
+            if f.type == "categorical":
+                cats = np.asarray(self.categories[i], dtype=object)
+                codes = np.clip(np.rint(X[:, i]).astype(np.int64), 0, len(cats) - 1)
+                columns[f.name] = cats[codes]
+            else:
+                columns[f.name] = X[:, i]
+        return pd.DataFrame(columns)
+
+    def display_value(self, i: int, value: float) -> str:
+        """One value as a reviewer should read it: category by name, numbers without noise."""
+        f = self.features[i]
+        if f.type == "categorical":
+            return str(self.categories[i][int(round(value))])
+        text = f"{value:.4g}" if abs(value) < 1e6 else f"{value:,.0f}"
+        return f"{text} {f.unit}" if f.unit else text
+
+
+@dataclass
+class Dataset:
+    spec: DatasetSpec
+    source: str  # file path or bundled source name, as recorded in the evidence
+    file: Path | None
+    space: FeatureSpace
+    X: np.ndarray  # float64, feature space
+    y: np.ndarray  # labels (object array of Python ints/strs)
+    ids: np.ndarray  # stable decision ids (object array)
+    unused_columns: list[str]
+
+    @property
+    def n_rows(self) -> int:
+        return self.X.shape[0]
+
+    @cached_property
+    def class_counts(self) -> dict:
+        labels, counts = np.unique(self.y.astype(str), return_counts=True)
+        first = {str(v): v for v in self.y}
+        return {first[l]: int(c) for l, c in zip(labels, counts)}
+
+
+def _read_frame(spec: DatasetSpec, policy: Policy) -> tuple[pd.DataFrame, str, Path | None]:
+    where = f"datasets[{spec.id}]"
+    if spec.source is not None:
+        import sklearn.datasets
+
+        bunch = getattr(sklearn.datasets, _SKLEARN_LOADERS[spec.source])(as_frame=True)
+        frame = bunch.frame.copy()
+        names = getattr(bunch, "target_names", None)
+        if names is not None and "target" in frame:
+            frame["target"] = np.asarray(names, dtype=object)[frame["target"].to_numpy()]
+        return frame, spec.source, None
+    path = policy.resolve(spec.path)
+    fmt = spec.format or {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{path}: cannot tell the file format from suffix {path.suffix!r} ({where}.path)",
+                        hint="use a .csv or .parquet file, or set format: csv|parquet")
+    try:
+        frame = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found ({where}.path)", hint="correct the path") from None
+    except Exception as exc:  # pandas/pyarrow raise many types for malformed files
+        raise DataError(f"{path}: cannot read as {fmt}: {exc}", hint=f"check that the file is valid {fmt}") from None
+    return frame, str(spec.path), path
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def load_dataset(spec: DatasetSpec, policy: Policy, space: FeatureSpace | None = None) -> Dataset:
+    """Load and check one dataset from the policy; raise DataError naming file, column and fix.
+
+    With ``space`` (a background dataset for an audited one) the features must be the same and
+    categories are coded as in ``space``, so both matrices mean the same thing.
+    """
+    frame, source, path = _read_frame(spec, policy)
+    where = f"{source} (datasets[{spec.id}])"
+    if space is not None and [f.name for f in spec.features] != space.names:
+        raise DataError(f"{where}: a background dataset must list the same features, in the same order, as "
+                        "the dataset it serves", hint="copy the features list from the audited dataset")
+    if len(frame) == 0:
+        raise DataError(f"{where}: the dataset has no rows", hint="point the policy at a file with data")
+    columns = [str(c) for c in frame.columns]
+    frame.columns = columns
+    wanted = [f.name for f in spec.features] + [spec.target] + ([spec.id_column] if spec.id_column else [])
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        detail = "; ".join(f"{c!r}{_suggest(c, columns)}" for c in missing)
+        raise DataError(
+            f"{where}: column(s) named in the policy are not in the data: {detail}",
+            hint=f"the data has columns: {', '.join(columns[:40])}{' ...' if len(columns) > 40 else ''}",
+        )
+
+    target = frame[spec.target]
+    if target.isna().any():
+        rows = list(np.flatnonzero(target.isna().to_numpy())[:5])
+        raise DataError(f"{where}: target column {spec.target!r} has {int(target.isna().sum())} missing value(s), "
+                        f"first at rows {rows}", hint="drop or label these rows before the audit")
+    y = np.array([python_label(v) for v in target.to_numpy()], dtype=object)
+    if len(set(y.tolist())) < 2:
+        raise DataError(f"{where}: target column {spec.target!r} has a single class ({y[0]!r})",
+                        hint="an audit of a classifier needs examples of at least two classes")
+
+    if spec.id_column:
+        ids = frame[spec.id_column].to_numpy()
+        if pd.Series(ids).duplicated().any():
+            dup = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0]
+            raise DataError(f"{where}: id column {spec.id_column!r} has duplicate id {dup!r}",
+                            hint="decision ids must be unique; use another column or leave id_column out")
+        ids = np.array([python_label(v) for v in ids], dtype=object)
+    else:
+        ids = np.arange(len(frame)).astype(object)
+
+    X = np.empty((len(frame), len(spec.features)), dtype=np.float64)
+    categories: list[tuple] = []
+    for i, f in enumerate(spec.features):
+        col = frame[f.name]
+        if col.isna().any():
+            bad = np.flatnonzero(col.isna().to_numpy())
+            raise DataError(f"{where}: feature {f.name!r} has {len(bad)} missing value(s) (NaN), first at row(s) "
+                            f"{[ids[j] for j in bad[:5]]}", hint="impute or drop these rows before the audit")
+        if f.type == "numeric":
+            if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+                example = next((v for v in col if not isinstance(v, (int, float, np.number))), col.iloc[0])
+                raise DataError(f"{where}: feature {f.name!r} is declared numeric but holds {example!r}",
+                                hint="declare it 'type: categorical' or clean the column")
+            values = col.to_numpy(dtype=np.float64)
+            if not np.isfinite(values).all():
+                bad = np.flatnonzero(~np.isfinite(values))
+                raise DataError(f"{where}: feature {f.name!r} has {len(bad)} infinite value(s), first at row(s) "
+                                f"{[ids[j] for j in bad[:5]]}", hint="replace or drop these rows before the audit")
+            X[:, i] = values
+            categories.append(())
+        else:
+            values = [python_label(v) for v in col.to_numpy()]
+            if space is not None:
+                cats = list(space.categories[i])
+            elif f.categories is not None:
+                cats = list(f.categories)
+            else:
+                cats = sorted(set(values), key=lambda v: (str(type(v)), v))
+            index = {python_label(c): k for k, c in enumerate(cats)}
+            unknown = sorted({v for v in values if v not in index}, key=str)
+            if unknown:
+                raise DataError(f"{where}: feature {f.name!r} has values not in its declared categories: "
+                                f"{unknown[:5]}", hint=f"add them to categories (now {cats}) or fix the data")
+            X[:, i] = [index[v] for v in values]
+            categories.append(tuple(cats))
+    used = set(wanted)
+    return Dataset(
+        spec=spec,
+        source=source,
+        file=path,
+        space=FeatureSpace(tuple(spec.features), tuple(categories)),
+        X=X,
+        y=y,
+        ids=ids,
+        unused_columns=[c for c in columns if c not in used],
+    )

@@ -1,0 +1,256 @@
+"""Models: load scikit-learn (skops) and PyTorch (TorchScript) models safely, and give every
+explainer the same view of them.
+
+A :class:`ModelAdapter` is bound to one dataset's :class:`~auditor.datasets.FeatureSpace`: it takes
+feature-space matrices (float64, categorical features as codes) and returns class probabilities in
+the order of ``classes``. PyTorch adapters also expose a differentiable path for gradient methods.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import Dataset, FeatureSpace, python_label
+from .errors import ModelError
+from .policy import ModelSpec, Policy
+
+__all__ = ["ModelAdapter", "load_model", "file_sha256"]
+
+# Types a skops file may hold without the policy listing them: scikit-learn's own estimators and
+# numpy/builtin containers. Anything else (a custom class, a third-party estimator) must be listed
+# in the model's `trusted_types`, because loading it runs that type's code.
+_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "scipy.sparse.")
+_TRUSTED_EXACT = {"collections.OrderedDict", "collections.defaultdict"}
+
+PREDICT_BATCH = 65_536  # rows scored per model call; bounds memory for LIME's perturbations etc.
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class ModelAdapter:
+    """One model as every explainer sees it."""
+
+    spec: ModelSpec
+    framework: str  # "sklearn" | "torch"
+    estimator: object
+    classes: list
+    space: FeatureSpace
+    sha256: str
+    warnings: list[str] = field(default_factory=list)
+    input_groups: list[list[int]] = field(default_factory=list)  # torch: input columns per feature
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.spec.class_names) if self.spec.class_names else [str(c) for c in self.classes]
+
+    @property
+    def positive_index(self) -> int:
+        if self.spec.positive_class is None:
+            return len(self.classes) - 1
+        return self.classes.index(python_label(self.spec.positive_class))
+
+    @property
+    def kind(self) -> str:
+        est = self.estimator
+        if self.framework == "torch":
+            return "PyTorch (TorchScript)"
+        name = type(est).__name__
+        if name == "Pipeline":
+            name = "Pipeline(" + " → ".join(type(s).__name__ for _, s in est.steps) + ")"
+        return f"scikit-learn {name}"
+
+    # --- scoring -----------------------------------------------------------------------------------
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities for a feature-space batch, shape (n, len(classes)), in chunks."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X[None, :]
+        parts = [self._predict_chunk(X[i : i + PREDICT_BATCH]) for i in range(0, len(X), PREDICT_BATCH)]
+        return np.concatenate(parts, axis=0) if parts else np.empty((0, len(self.classes)))
+
+    def _predict_chunk(self, X: np.ndarray) -> np.ndarray:
+        if self.framework == "torch":
+            import torch
+
+            with torch.no_grad():
+                proba = self.torch_forward(self.to_tensor(X)).double().numpy()
+            return proba / proba.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
+        return np.asarray(self.estimator.predict_proba(self._sklearn_input(X)), dtype=np.float64)
+
+    def _sklearn_input(self, X: np.ndarray):
+        frame = self.space.decode(X)
+        names = getattr(self.estimator, "feature_names_in_", None)
+        if names is not None:
+            return frame[list(names)]
+        if self.space.categorical_indices:
+            return frame.to_numpy(dtype=object)
+        return X
+
+    # --- torch: differentiable path ----------------------------------------------------------------
+
+    def to_tensor(self, X: np.ndarray):
+        """Feature space -> model input tensor (one-hot or ordinal categories, float32)."""
+        import torch
+
+        X = np.asarray(X, dtype=np.float64)
+        if self.spec.categorical_encoding == "onehot" and self.space.categorical_indices:
+            cols = []
+            for i, f in enumerate(self.space.features):
+                if f.type == "categorical":
+                    k = len(self.space.categories[i])
+                    cols.append(np.eye(k)[np.clip(np.rint(X[:, i]).astype(int), 0, k - 1)])
+                else:
+                    cols.append(X[:, i : i + 1])
+            X = np.concatenate(cols, axis=1)
+        return torch.as_tensor(X, dtype=torch.float32)
+
+    def torch_forward(self, inputs):
+        """Probabilities from model inputs, differentiable (softmax over logits if needed)."""
+        out = self.estimator(inputs)
+        if self.spec.outputs == "logits":
+            out = out.softmax(dim=-1)
+        return out
+
+
+def _load_skops(spec: ModelSpec, path: Path):
+    import skops.io as sio
+
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:
+        raise ModelError(f"{path}: not a readable skops file ({exc})",
+                         hint="save scikit-learn models with skops.io.dump(model, path)") from None
+    allowed = set(spec.trusted_types) | _TRUSTED_EXACT
+    refused = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES) and t not in allowed]
+    if refused:
+        raise ModelError(
+            f"{path}: the skops file contains types that are not trusted by default: {', '.join(refused)}",
+            hint=f"if you trust them, list them under models[{spec.id}].trusted_types",
+        )
+    try:
+        return sio.load(path, trusted=untrusted)
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot load skops model: {exc}") from None
+
+
+def _load_torchscript(path: Path):
+    import torch
+
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise ModelError(f"{path}: not a TorchScript file ({str(exc).splitlines()[0]})",
+                         hint="save PyTorch models with torch.jit.save(torch.jit.script(model), path)") from None
+    module.eval()
+    return module
+
+
+def _load_pickle(path: Path):
+    import joblib
+
+    try:
+        return joblib.load(path)
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot unpickle model: {exc}") from None
+
+
+def load_model(spec: ModelSpec, policy: Policy, dataset: Dataset) -> ModelAdapter:
+    """Load a model and check that it fits ``dataset``: features, classes and output shape."""
+    path = policy.resolve(spec.path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found (models[{spec.id}].path)", hint="correct the path")
+    warnings: list[str] = []
+    if spec.format == "skops":
+        estimator, framework = _load_skops(spec, path), "sklearn"
+    elif spec.format == "torchscript":
+        estimator, framework = _load_torchscript(path), "torch"
+    else:
+        if spec.trust != "pickle":  # load_policy refuses this too; never rely on one check for safety
+            raise ModelError(f"{path}: refusing to unpickle without 'trust: pickle' (models[{spec.id}])")
+        estimator, framework = _load_pickle(path), "sklearn"
+        warnings.append(
+            f"Model {spec.id!r} was loaded from a {spec.format} file, which can run arbitrary code; "
+            "its origin was trusted by the policy ('trust: pickle'), not verified by the auditor."
+        )
+    where = f"model {spec.id!r} ({path.name}) on dataset {dataset.spec.id!r}"
+
+    if framework == "sklearn":
+        if not hasattr(estimator, "predict_proba"):
+            raise ModelError(f"{where}: {type(estimator).__name__} has no predict_proba",
+                             hint="audit a probabilistic classifier (or wrap it in CalibratedClassifierCV)")
+        names = getattr(estimator, "feature_names_in_", None)
+        if names is not None:
+            names = [str(n) for n in names]
+            missing = [n for n in names if n not in dataset.space.names]
+            extra = [n for n in dataset.space.names if n not in names]
+            if missing or extra:
+                parts = []
+                if missing:
+                    parts.append(f"the model expects {missing[:8]} which the policy does not list")
+                if extra:
+                    parts.append(f"the policy lists {extra[:8]} which the model was not trained on")
+                raise ModelError(f"{where}: feature mismatch: " + "; ".join(parts),
+                                 hint="make the dataset's features list match the model's training columns")
+        n_in = getattr(estimator, "n_features_in_", None)
+        if names is None and n_in is not None and n_in != len(dataset.space.features):
+            raise ModelError(f"{where}: feature mismatch: the model takes {n_in} features, the policy lists "
+                             f"{len(dataset.space.features)}", hint="list exactly the model's input features")
+        classes = [python_label(c) for c in getattr(estimator, "classes_", [])]
+        if spec.classes and [python_label(c) for c in spec.classes] != classes:
+            raise ModelError(f"{where}: the policy's classes {spec.classes} differ from the model's {classes}",
+                             hint="list classes in the model's order, or leave 'classes' out")
+    else:
+        classes = [python_label(c) for c in spec.classes]
+
+    adapter = ModelAdapter(spec, framework, estimator, classes, dataset.space, file_sha256(path), warnings)
+    if framework == "torch":
+        adapter.input_groups = _input_groups(adapter)
+    if spec.class_names and len(spec.class_names) != len(classes):
+        raise ModelError(f"{where}: {len(spec.class_names)} class names for {len(classes)} classes",
+                         hint="give one name per class")
+    if spec.positive_class is not None and python_label(spec.positive_class) not in classes:
+        raise ModelError(f"{where}: positive_class {spec.positive_class!r} is not one of the model's classes "
+                         f"{classes}", hint="use one of the model's class labels")
+
+    unknown = sorted({v for v in dataset.y.tolist() if v not in classes}, key=str)
+    if unknown:
+        raise ModelError(f"{where}: the dataset's target {dataset.spec.target!r} has values {unknown[:5]} that are "
+                         f"not classes of the model {classes}",
+                         hint="check the target column, or the model's 'classes' in the policy")
+
+    try:
+        probe = adapter.predict_proba(dataset.X[:2])
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{where}: the model rejected the dataset's features: {first}",
+                         hint="check the features list (names, order, types) against what the model was trained on") from None
+    if probe.shape != (min(2, dataset.n_rows), len(classes)):
+        raise ModelError(f"{where}: the model returned shape {probe.shape}, expected (n, {len(classes)}) for classes "
+                         f"{classes}", hint="check 'classes' (one label per model output)")
+    return adapter
+
+
+def _input_groups(adapter: ModelAdapter) -> list[list[int]]:
+    groups, col = [], 0
+    for i, f in enumerate(adapter.space.features):
+        width = len(adapter.space.categories[i]) if (
+            f.type == "categorical" and adapter.spec.categorical_encoding == "onehot") else 1
+        groups.append(list(range(col, col + width)))
+        col += width
+    return groups

@@ -1,0 +1,423 @@
+"""The policy file: what to audit, on which data, with which explanations.
+
+A policy is YAML with ``version: 1``. :func:`load_policy` parses it, validates it into typed objects
+and checks cross-references (ids, files, applicability of each explanation), collecting *every*
+problem before raising one :class:`~auditor.errors.PolicyError`. Each problem names the file, the
+line where known, the field path and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from .errors import PolicyError, Problem
+from .explainers import EXPLAINERS, SPECS
+
+__all__ = [
+    "AuditInfo",
+    "AuditedPair",
+    "DatasetSpec",
+    "FeatureSpec",
+    "ModelSpec",
+    "Policy",
+    "ReportSpec",
+    "SampleSpec",
+    "load_policy",
+    "policy_json_schema",
+]
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+Label = Union[int, str]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AuditInfo(_Strict):
+    """Who audits what, for whom, and for which use."""
+
+    id: str = Field(pattern=ID_PATTERN, description="Stable audit id; runs of the same audit share it.")
+    title: str
+    audience: Literal["finance", "medical"]
+    owner: str = Field(description="Person or team accountable for the model.")
+    reviewers: list[str] = Field(default_factory=list)
+    intended_use: str
+    population: str | None = Field(
+        default=None, description="Who the model's decisions are about (patients, applicants)."
+    )
+    out_of_scope: list[str] = Field(default_factory=list, description="Uses the model must not be put to.")
+    limitations: list[str] = Field(default_factory=list, description="Known limitations, in plain words.")
+    risk_tier: str | None = Field(default=None, description="Model risk tier in the inventory (finance).")
+
+
+class ModelSpec(_Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    path: Path
+    format: Literal["skops", "torchscript", "pickle", "joblib"]
+    task: Literal["classification"] = "classification"
+    classes: list[Label] | None = Field(
+        default=None,
+        description="Class labels as they appear in the dataset's target column, in the order of the "
+        "model's outputs. Required for torchscript; for scikit-learn it must match the estimator's classes_.",
+    )
+    class_names: list[str] | None = Field(
+        default=None, description="Display names for the classes, same order as classes."
+    )
+    positive_class: Label | None = Field(
+        default=None,
+        description="Label of the class of interest (e.g. malignant, default). Attributions are signed "
+        "towards it. Defaults to the last class.",
+    )
+    trust: Literal["pickle"] | None = Field(
+        default=None, description="Set to 'pickle' to allow loading a pickle/joblib file (runs its code)."
+    )
+    trusted_types: list[str] = Field(
+        default_factory=list,
+        description="Extra types a skops file may contain beyond scikit-learn's and numpy's.",
+    )
+    outputs: Literal["logits", "probabilities"] = Field(
+        default="logits", description="TorchScript only: what the model returns (softmax is applied to logits)."
+    )
+    categorical_encoding: Literal["onehot", "ordinal"] = Field(
+        default="onehot",
+        description="TorchScript only: how categorical features are fed to the network, in category order. "
+        "scikit-learn models get the original values (their pipeline encodes them).",
+    )
+    version: str | None = None
+    description: str | None = None
+
+
+class FeatureSpec(_Strict):
+    name: str = Field(min_length=1, description="Column name in the dataset.")
+    type: Literal["numeric", "categorical"] = "numeric"
+    display_name: str | None = None
+    unit: str | None = None
+    categories: list[Label] | None = Field(
+        default=None, description="Categorical only: allowed values, in code order (default: sorted values)."
+    )
+    description: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.name
+
+
+class DatasetSpec(_Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    path: Path | None = Field(default=None, description="CSV or Parquet file.")
+    source: Literal["sklearn:breast_cancer", "sklearn:digits", "sklearn:iris", "sklearn:wine"] | None = Field(
+        default=None, description="A dataset scikit-learn ships (instead of path)."
+    )
+    format: Literal["csv", "parquet"] | None = Field(default=None, description="Default: from the file suffix.")
+    target: str = Field(description="Column holding the true outcome.")
+    id_column: str | None = Field(
+        default=None, description="Column with a stable decision id; default: the row number in the file."
+    )
+    features: list[FeatureSpec] = Field(min_length=1)
+    description: str | None = None
+
+
+class AuditedPair(_Strict):
+    model: str
+    dataset: str
+    background: str | None = Field(
+        default=None,
+        description="Dataset id used as the reference distribution for explainers (e.g. training data); "
+        "defaults to the audited dataset.",
+    )
+
+
+class SampleSpec(_Strict):
+    size: int = Field(default=20, ge=1, le=1_000_000)
+    strategy: Literal["random", "stratified", "boundary", "misclassified"] = "stratified"
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+
+
+class ReportSpec(_Strict):
+    formats: list[Literal["html", "pdf"]] = Field(default_factory=lambda: ["html", "pdf"], min_length=1)
+    top_features: int = Field(default=10, ge=1, le=50, description="Features shown per decision chart.")
+
+
+ExplanationSpec = Annotated[Union[tuple(SPECS.values())], Field(discriminator="type")]
+
+
+class Policy(_Strict):
+    version: Literal[1]
+    audit: AuditInfo
+    models: list[ModelSpec] = Field(min_length=1)
+    datasets: list[DatasetSpec] = Field(min_length=1)
+    audited: list[AuditedPair] = Field(min_length=1, description="Which model is audited on which dataset.")
+    sample: SampleSpec = Field(default_factory=SampleSpec)
+    explanations: list[ExplanationSpec] = Field(min_length=1)
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+    _file: Path = PrivateAttr(default=Path("policy.yaml"))
+    _sha256: str = PrivateAttr(default="")
+
+    @field_validator("explanations")
+    @classmethod
+    def _unique_names(cls, value: list) -> list:
+        names = [spec.name for spec in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"explanation names must be unique; give each repeated type an 'id' ({', '.join(dupes)})")
+        return value
+
+    @property
+    def file(self) -> Path:
+        return self._file
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256
+
+    def resolve(self, path: Path) -> Path:
+        """A path from the policy, relative to the policy file's folder."""
+        return path if path.is_absolute() else (self._file.parent / path)
+
+    def model(self, model_id: str) -> ModelSpec:
+        return next(m for m in self.models if m.id == model_id)
+
+    def dataset(self, dataset_id: str) -> DatasetSpec:
+        return next(d for d in self.datasets if d.id == dataset_id)
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """JSON Schema of the policy file, for editors' autocompletion."""
+    schema = Policy.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "auditor policy, version 1"
+    return schema
+
+
+# --- loading -------------------------------------------------------------------------------------------
+
+
+def _yaml_with_lines(text: str, file: str) -> tuple[Any, dict[tuple, int]]:
+    """Parse YAML and record the line of every mapping key and sequence item, keyed by path."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        data = loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise PolicyError(
+            [Problem(file, "(file)", f"not valid YAML: {getattr(exc, 'problem', exc)}",
+                     "check indentation and quoting near this line", line)]
+        ) from None
+    finally:
+        loader.dispose()
+    lines: dict[tuple, int] = {}
+
+    def walk(n: yaml.Node, path: tuple) -> None:
+        if isinstance(n, yaml.MappingNode):
+            for key_node, value_node in n.value:
+                p = path + (key_node.value,)
+                lines[p] = key_node.start_mark.line + 1
+                walk(value_node, p)
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                lines[path + (i,)] = item.start_mark.line + 1
+                walk(item, path + (i,))
+
+    walk(node, ())
+    return data, lines
+
+
+def _line_for(loc: tuple, lines: dict[tuple, int]) -> int | None:
+    path: tuple = ()
+    best = None
+    for part in loc:
+        if path + (part,) in lines:
+            path = path + (part,)
+            best = lines[path]
+        # parts absent from the YAML (a union's tag, a missing key) are skipped
+    return best
+
+
+def _field_path(loc: tuple, data: Any) -> str:
+    """Dotted field path like ``models[0].format``, without pydantic's union tags."""
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+        elif isinstance(node, dict) or node is None:
+            if node is not None and part not in node and out.endswith("]") and part in SPECS:
+                continue  # the discriminator tag pydantic inserts for tagged unions
+            out += f".{part}" if out else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return out or "(top level)"
+
+
+def _fix_for(err: dict, field: str) -> str | None:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "missing":
+        return f"add '{field.rsplit('.', 1)[-1]}' here"
+    if kind == "extra_forbidden":
+        return "remove this field or check its spelling (run `auditor schema` for the allowed fields)"
+    if kind == "union_tag_invalid":
+        return f"use one of: {', '.join(sorted(SPECS))}"
+    if kind == "union_tag_not_found":
+        return f"add 'type:' with one of: {', '.join(sorted(SPECS))}"
+    if kind == "literal_error":
+        return f"use one of: {ctx.get('expected', '')}"
+    if kind == "string_pattern_mismatch":
+        return "use letters, digits, '.', '_' or '-' (start with a letter or digit, at most 64 characters)"
+    if kind.startswith(("int_", "float_", "greater", "less", "too_short", "too_long", "bool_", "string_")):
+        return "correct the value's type or range"
+    return None
+
+
+def _schema_problems(exc: ValidationError, data: Any, file: str, lines: dict) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        field = _field_path(loc, data)
+        message = err["msg"]
+        if err["type"] == "union_tag_invalid":
+            message = f"unknown explanation type {err['ctx'].get('tag')!r}"
+        problems.append(Problem(file, field, message, _fix_for(err, field), _line_for(loc, lines)))
+    return problems
+
+
+def _reference_problems(policy: Policy, file: str, lines: dict) -> list[Problem]:
+    """Checks that need the whole policy: ids, references, files, applicability."""
+    problems: list[Problem] = []
+
+    def add(loc: tuple, message: str, fix: str | None = None) -> None:
+        problems.append(Problem(file, _field_path(loc, None), message, fix, _line_for(loc, lines)))
+
+    for kind, items in (("models", policy.models), ("datasets", policy.datasets)):
+        seen: set[str] = set()
+        for i, item in enumerate(items):
+            if item.id in seen:
+                add((kind, i, "id"), f"duplicate id {item.id!r}", "give every entry its own id")
+            seen.add(item.id)
+    model_ids = {m.id for m in policy.models}
+    dataset_ids = {d.id for d in policy.datasets}
+
+    for i, m in enumerate(policy.models):
+        path = policy.resolve(m.path)
+        if not path.is_file():
+            add((("models", i, "path")), f"file not found: {path}",
+                "correct the path (relative paths are resolved from the policy file's folder)")
+        if m.format in ("pickle", "joblib") and m.trust != "pickle":
+            add(("models", i, "format"),
+                f"{m.format} files can run arbitrary code when loaded and are refused by default",
+                "save the model with skops (scikit-learn) or TorchScript (PyTorch), or, if you trust the "
+                "file's origin, add 'trust: pickle' to this model")
+        if m.format == "torchscript" and not m.classes:
+            add(("models", i, "format"), "a TorchScript model needs 'classes' (labels in output order)",
+                "add classes: [<label of output 0>, <label of output 1>, ...]")
+        if m.class_names and m.classes and len(m.class_names) != len(m.classes):
+            add(("models", i, "class_names"),
+                f"{len(m.class_names)} class names for {len(m.classes)} classes", "give one name per class")
+        if m.positive_class is not None and m.classes and m.positive_class not in m.classes:
+            add(("models", i, "positive_class"), f"{m.positive_class!r} is not one of classes {m.classes}",
+                "use one of the labels listed under classes")
+
+    for i, d in enumerate(policy.datasets):
+        if (d.path is None) == (d.source is None):
+            add(("datasets", i), "give exactly one of 'path' (a CSV/Parquet file) or 'source' (a bundled dataset)",
+                "set path: data.csv, or source: sklearn:breast_cancer")
+        elif d.path is not None and not policy.resolve(d.path).is_file():
+            add(("datasets", i, "path"), f"file not found: {policy.resolve(d.path)}",
+                "correct the path (relative paths are resolved from the policy file's folder)")
+        names = [f.name for f in d.features]
+        for j, f in enumerate(d.features):
+            if names.count(f.name) > 1:
+                add(("datasets", i, "features", j, "name"), f"feature {f.name!r} is listed twice", "list it once")
+            if f.categories is not None and f.type != "categorical":
+                add(("datasets", i, "features", j, "categories"), "categories are only for categorical features",
+                    "set type: categorical or remove categories")
+            if f.name == d.target:
+                add(("datasets", i, "features", j, "name"), f"the target column {d.target!r} is listed as a feature",
+                    "remove it from features")
+
+    for i, pair in enumerate(policy.audited):
+        if pair.model not in model_ids:
+            add(("audited", i, "model"), f"unknown model id {pair.model!r}", f"use one of: {', '.join(sorted(model_ids))}")
+        for key in ("dataset", "background"):
+            ref = getattr(pair, key)
+            if ref is not None and ref not in dataset_ids:
+                add(("audited", i, key), f"unknown dataset id {ref!r}", f"use one of: {', '.join(sorted(dataset_ids))}")
+
+    audited_models = {p.model for p in policy.audited}
+    for i, spec in enumerate(policy.explanations):
+        cls = EXPLAINERS[spec.type]
+        for j, mid in enumerate(spec.models or []):
+            if mid not in model_ids:
+                add(("explanations", i, "models", j), f"unknown model id {mid!r}",
+                    f"use one of: {', '.join(sorted(model_ids))}")
+            elif mid not in audited_models:
+                add(("explanations", i, "models", j), f"model {mid!r} is not listed under 'audited'",
+                    "audit the model on a dataset, or remove it here")
+            elif cls.requires == "torch" and policy.model(mid).format != "torchscript":
+                add(("explanations", i, "models", j),
+                    f"{spec.type} needs a PyTorch model (gradients); {mid!r} is {policy.model(mid).format}",
+                    "remove the model from this explanation, or use a model-agnostic method such as lime")
+        if spec.models is None and cls.requires == "torch" and not any(
+            policy.model(p.model).format == "torchscript" for p in policy.audited if p.model in model_ids
+        ):
+            add(("explanations", i, "type"), f"{spec.type} needs a PyTorch model and none is audited",
+                "audit a TorchScript model, or remove this explanation")
+    return problems
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read, validate and cross-check a policy file; raise PolicyError listing every problem."""
+    path = Path(path)
+    file = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise PolicyError([Problem(file, "(file)", "policy file not found", "check the path")]) from None
+    except OSError as exc:
+        raise PolicyError([Problem(file, "(file)", f"cannot read policy file: {exc.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PolicyError([Problem(file, "(file)", "policy file is not UTF-8 text", "save it as UTF-8")]) from None
+    data, lines = _yaml_with_lines(text, file)
+    if not isinstance(data, dict):
+        raise PolicyError([Problem(file, "(top level)", "expected a mapping with version, audit, models, ...",
+                                   "start from one of the files in policies/")])
+    if data.get("version") != 1:
+        raise PolicyError([Problem(file, "version", f"unsupported policy version {data.get('version')!r}",
+                                   "set version: 1", lines.get(("version",)))])
+    try:
+        policy = Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(_schema_problems(exc, data, file, lines)) from None
+    policy._file = path.resolve()
+    policy._sha256 = hashlib.sha256(raw).hexdigest()
+    problems = _reference_problems(policy, file, lines)
+    if problems:
+        raise PolicyError(problems)
+    return policy
+
+
+def policy_lines(path: str | Path) -> dict[tuple, int]:
+    """Line numbers of a policy's fields, for problems found after loading (data, models)."""
+    try:
+        return _yaml_with_lines(Path(path).read_text(encoding="utf-8"), str(path))[1]
+    except (OSError, PolicyError):
+        return {}
+
+
+def canonical_json(policy: Policy) -> dict[str, Any]:
+    """The policy as loaded (defaults filled in), for the evidence."""
+    return json.loads(policy.model_dump_json())

@@ -107,6 +107,7 @@ def run_audit(
     progress: ProgressFactory | None = None,
 ) -> Evidence:
     """Compute the evidence for every audited pair. Deterministic for the same inputs and seed."""
+    overrides = {k: v for k, v in (("sample.size", sample_size), ("sample.seed", seed)) if v is not None}
     size = sample_size if sample_size is not None else policy.sample.size
     seed = seed if seed is not None else policy.sample.seed
     if size < 1:
@@ -119,6 +120,7 @@ def run_audit(
         policy_sha256=policy.sha256,
         audit=policy_dump["audit"],
         policy=policy_dump,
+        overrides=overrides,
         subjects=subjects,
         warnings=warnings,
     )

@@ -137,6 +137,7 @@ class Evidence(BaseModel):
     policy_sha256: str
     audit: dict[str, Any]
     policy: dict[str, Any] = Field(description="The policy as loaded, defaults filled in.")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Command-line values that replaced the policy's.")
     subjects: list[Subject]
     warnings: list[str] = Field(default_factory=list)
 

@@ -68,7 +68,7 @@ class ModelAdapter:
     def kind(self) -> str:
         est = self.estimator
         if self.framework == "torch":
-            return "PyTorch (TorchScript)"
+            return "PyTorch TorchScript module"
         name = type(est).__name__
         if name == "Pipeline":
             name = "Pipeline(" + " → ".join(type(s).__name__ for _, s in est.steps) + ")"

@@ -1,0 +1,392 @@
+"""Render evidence as one HTML report and, from the same HTML, a PDF.
+
+``build_view`` turns evidence into display values (formatted numbers, sentences, charts); the
+Jinja templates only lay them out (templates never compute). Autoescaping is on for every
+template: strings from datasets and policies are treated as hostile. Users can override any
+template by passing a folder that is searched before the shipped ones.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from . import charts
+from .evidence import Evidence
+
+__all__ = ["build_view", "render_html", "render_pdf", "template_dir"]
+
+AUDIENCE = {
+    "medical": "Clinical reviewers",
+    "finance": "Model risk management",
+}
+METHOD_NOTES = {
+    "integrated_gradients": {
+        "cite": "M. Sundararajan, A. Taly, Q. Yan. Axiomatic Attribution for Deep Networks. ICML 2017.",
+        "how": "Integrates the gradient of the model's probability for the attributed class along a straight path "
+               "from a baseline input to the decision (Captum). Attributions are in probability units and, by the "
+               "completeness axiom, sum to the difference between the decision's probability and the baseline's.",
+        "quality": "Convergence delta: how far the numerical integral misses completeness. Small relative to the "
+                   "probability difference means the attributions are numerically trustworthy.",
+    },
+    "lime": {
+        "cite": "M. T. Ribeiro, S. Singh, C. Guestrin. \"Why Should I Trust You?\" Explaining the Predictions of Any "
+                "Classifier. KDD 2016.",
+        "how": "Perturbs the decision's features, scores the perturbations with the model, weights them by closeness "
+               "(exponential kernel) and fits a weighted linear model; its weights are the explanation (lime package). "
+               "Continuous features are discretised into quartiles of the reference data, so a weight applies to the "
+               "condition shown (e.g. 'value > 15.8').",
+        "quality": "Local fit R²: how well the linear model reproduces the model near the decision. Below 0.5 the "
+                   "explanation describes the model poorly there.",
+    },
+    "permutation_importance": {
+        "cite": "L. Breiman. Random Forests. Machine Learning 45, 2001; A. Fisher, C. Rudin, F. Dominici. All Models "
+                "are Wrong, but Many are Useful. JMLR 2019.",
+        "how": "Shuffles one feature at a time across the audited rows and measures how much the model's score drops "
+               "(scikit-learn). Repeated with seeded shuffles; the bar is the mean drop and the whisker its standard "
+               "deviation.",
+        "quality": "Importance of correlated features is shared between them and can look small for each.",
+    },
+}
+LIME_MIN_SCORE = 0.5
+
+
+def template_dir() -> Path:
+    """The shipped templates: inside the installed package, or the repository's templates/ folder."""
+    packaged = Path(str(resources.files("auditor"))) / "templates"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "templates"
+
+
+def _environment(override: Path | None) -> jinja2.Environment:
+    loaders = [jinja2.FileSystemLoader(str(override))] if override else []
+    loaders.append(jinja2.FileSystemLoader(str(template_dir())))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=True,  # every template, whatever its suffix
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env
+
+
+# --- formatting --------------------------------------------------------------------------------------
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if x == 0:
+        return "0"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    if abs(x) < 10 ** -(digits + 1):
+        return f"{x:.1e}"
+    return f"{x:.{digits}g}" if abs(x) >= 1 else f"{x:.{digits}f}".rstrip("0").rstrip(".")
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _prob(p: float) -> str:
+    """A probability to three decimals, without claiming certainty the model does not have."""
+    if p > 0.9995:
+        return "> 0.999"
+    if p < 0.0005:
+        return "< 0.001"
+    return f"{p:.3f}"
+
+
+def _signed(x: float) -> str:
+    return ("+" if x > 0 else "−" if x < 0 else "") + _num(abs(x))
+
+
+def _anchor(*parts: Any) -> str:
+    return "-".join("".join(ch if ch.isalnum() else "_" for ch in str(p)) for p in parts)
+
+
+# --- view --------------------------------------------------------------------------------------------
+
+
+def build_view(evidence: Evidence, *, generated_at: datetime | None = None) -> dict[str, Any]:
+    """Everything the templates show, as display-ready values."""
+    audit = evidence.audit
+    generated_at = generated_at or datetime.now(timezone.utc)
+    subjects = [_subject_view(evidence, s) for s in evidence.subjects]
+    return {
+        "audit": audit,
+        "audience_label": AUDIENCE[audit["audience"]],
+        "generated": generated_at.strftime("%d %B %Y, %H:%M UTC"),
+        "generated_date": generated_at.strftime("%d %B %Y"),
+        "policy_sha256": evidence.policy_sha256,
+        "auditor_version": evidence.auditor_version,
+        "evidence_version": evidence.evidence_version,
+        "subjects": subjects,
+        "summary": [s["summary"] for s in subjects],
+        "observations": [o for s in subjects for o in s["observations"]],
+        "warnings": evidence.warnings,
+        "methods": _methods_view(evidence),
+        "sample": evidence.policy["sample"],
+        "seed": evidence.subjects[0].sample.seed if evidence.subjects else evidence.policy["sample"]["seed"],
+        "decision_count": sum(len(s.decisions) for s in evidence.subjects),
+        "audit_top_features": evidence.policy["report"]["top_features"],
+    }
+
+
+def _class_name(model, label) -> str:
+    return model.class_names[model.classes.index(label)] if label in model.classes else str(label)
+
+
+def _subject_view(evidence: Evidence, s) -> dict[str, Any]:
+    model, data, perf = s.model, s.dataset, s.performance
+    top_n = evidence.policy["report"]["top_features"]
+    labels = {f.name: f.display_name for f in data.features}
+    positive = _class_name(model, model.positive_class)
+    anchor = _anchor("subject", model.id, data.id)
+    binary = len(model.classes) == 2
+
+    confusion = {
+        "headers": model.class_names,
+        "rows": [{"name": model.class_names[i], "cells": row, "total": sum(row)}
+                 for i, row in enumerate(perf.confusion_matrix)],
+    }
+    per_class = [{"name": c.name, "precision": _pct(c.precision), "recall": _pct(c.recall), "f1": _num(c.f1),
+                  "support": c.support} for c in perf.per_class]
+    performance = {
+        "rows": perf.rows,
+        "accuracy": _pct(perf.accuracy),
+        "balanced_accuracy": _pct(perf.balanced_accuracy),
+        "roc_auc": _num(perf.roc_auc),
+        "brier": _num(perf.brier_score),
+        "log_loss": _num(perf.log_loss),
+        "confusion": confusion,
+        "per_class": per_class,
+        "calibration_svg": charts.calibration_chart(
+            [(b.mean_predicted, b.observed, b.count) for b in perf.calibration], positive=positive
+        ) if perf.calibration else None,
+    }
+
+    global_views = []
+    for name, result in s.global_explanations.items():
+        ranked = sorted(result.importances.items(), key=lambda kv: -kv[1].mean)
+        global_views.append({
+            "name": name,
+            "title": next(m.title for m in s.methods if m.name == name),
+            "type": result.method,
+            "scoring": result.scoring,
+            "baseline_score": _num(result.baseline_score),
+            "rows_used": result.rows_used,
+            "svg": charts.importance_chart(
+                [(labels[f], imp.mean, imp.std) for f, imp in ranked[:top_n]],
+                xlabel=f"Drop in {result.scoring} when the feature is shuffled",
+            ),
+            "table": [{"feature": labels[f], "mean": _num(imp.mean), "std": _num(imp.std)} for f, imp in ranked[:top_n]],
+            "omitted": max(0, len(ranked) - top_n),
+        })
+
+    local_methods = [m for m in s.methods if m.scope == "local"]
+    decisions = [_decision_view(s, d, labels, positive, top_n, anchor) for d in s.decisions]
+
+    # Quality roll-ups, for the summary and observations.
+    observations: list[dict[str, str]] = []
+    quality = []
+    for m in local_methods:
+        results = [d.explanations[m.name] for d in s.decisions if m.name in d.explanations]
+        if m.type == "integrated_gradients" and results:
+            rel = [abs(r.convergence_delta) / max(abs(r.output - r.baseline_output), 1e-12) for r in results]
+            worst = max(abs(r.convergence_delta) for r in results)
+            quality.append(f"{m.title}: largest convergence delta {_num(worst, 2)} "
+                           f"(at most {_pct(max(rel))} of the explained probability change)")
+            if max(rel) > 0.05:
+                observations.append({"level": "warn", "text": f"{model.id}: Integrated Gradients' convergence delta "
+                                     f"exceeds 5% of the explained change for {sum(r > 0.05 for r in rel)} decision(s); "
+                                     "increase n_steps."})
+        if m.type == "lime" and results:
+            scores = sorted(r.score for r in results)
+            low = [d.id for d in s.decisions if m.name in d.explanations and d.explanations[m.name].score < LIME_MIN_SCORE]
+            quality.append(f"{m.title}: local fit R² median {_num(scores[len(scores) // 2], 2)}, "
+                           f"lowest {_num(scores[0], 2)}")
+            if low:
+                observations.append({"level": "warn", "text": f"{model.id}: LIME's local model fits poorly (R² < "
+                                     f"{LIME_MIN_SCORE}) for decision(s) {', '.join(map(str, low))}: treat those "
+                                     "explanations with caution."})
+    agreements = [d.agreement for d in s.decisions if d.agreement is not None]
+    if agreements:
+        n_agree = sum(a.agree for a in agreements)
+        quality.append(f"Methods agree (top-{agreements[0].top_k} overlap ≥ 60%) on {n_agree} of {len(agreements)} decisions")
+        if n_agree < len(agreements):
+            disagree = [str(d.id) for d in s.decisions if d.agreement is not None and not d.agreement.agree]
+            observations.append({"level": "info", "text": f"{model.id}: attribution methods disagree on the top "
+                                 f"features of decision(s) {', '.join(disagree)}; read those with both methods in view."})
+    wrong = [str(d.id) for d in s.decisions if not d.correct]
+    if wrong:
+        observations.append({"level": "info", "text": f"{model.id}: {len(wrong)} of {len(s.decisions)} sampled "
+                             f"decisions are misclassified ({', '.join(wrong)})."})
+    if s.sample.note:
+        observations.append({"level": "info", "text": f"{model.id}: {s.sample.note}"})
+    for skip in s.skipped:
+        observations.append({"level": "info", "text": f"{model.id}: {skip.name} not run. {skip.reason}"})
+
+    summary = {
+        "anchor": anchor,
+        "model": model.id,
+        "kind": model.kind,
+        "dataset": data.id,
+        "rows": perf.rows,
+        "accuracy": _pct(perf.accuracy),
+        "roc_auc": _num(perf.roc_auc),
+        "sample": f"{s.sample.size} ({s.sample.strategy}, seed {s.sample.seed})",
+        "methods": ", ".join(m.title for m in s.methods),
+        "quality": quality,
+    }
+    return {
+        "anchor": anchor,
+        "model": model,
+        "model_short_sha": model.sha256[:16],
+        "dataset": data,
+        "background": s.background,
+        "class_counts": ", ".join(f"{_class_name(model, _label(model, k))}: {v}" for k, v in data.class_counts.items()),
+        "positive": positive,
+        "binary": binary,
+        "sample": s.sample,
+        "performance": performance,
+        "global": global_views,
+        "local_methods": [{"name": m.name, "title": m.title, "type": m.type} for m in local_methods],
+        "skipped": s.skipped,
+        "decisions": decisions,
+        "summary": summary,
+        "observations": observations,
+        "features": [{"name": f.name, "label": f.display_name, "type": f.type, "unit": f.unit or ""} for f in data.features],
+    }
+
+
+def _label(model, text: str):
+    return next((c for c in model.classes if str(c) == text), text)
+
+
+def _decision_view(s, d, labels: dict[str, str], positive: str, top_n: int, subject_anchor: str) -> dict[str, Any]:
+    model = s.model
+    names = list(labels)
+    methods = []
+    union: list[str] = []
+    for name, r in d.explanations.items():
+        values = r.attributions if r.method == "integrated_gradients" else r.weights
+        ranked = sorted(values.items(), key=lambda kv: -abs(kv[1]))[:top_n]
+        for f, _ in ranked:
+            if f not in union:
+                union.append(f)
+        target = _class_name(model, r.target)
+        if r.method == "integrated_gradients":
+            change = r.output - r.baseline_output
+            quality = (f"P({target}) {_prob(r.baseline_output)} at baseline → {_prob(r.output)} here; attributions sum "
+                       f"to {_signed(change + r.convergence_delta)}; convergence delta {_num(r.convergence_delta, 2)}")
+            flag = abs(r.convergence_delta) > 0.05 * max(abs(change), 1e-12)
+        else:
+            quality = (f"local fit R² {_num(r.score, 2)}; local model predicts {_num(r.local_prediction)} "
+                       f"vs model {_prob(r.model_prediction)}")
+            flag = r.score < LIME_MIN_SCORE
+        title = next(m.title for m in s.methods if m.name == name)
+        methods.append({
+            "name": name,
+            "title": title,
+            "type": r.method,
+            "svg": charts.attribution_chart([(labels[f], v) for f, v in ranked],
+                                            xlabel=f"Attribution to P({target})"),
+            "quality": quality,
+            "flag": flag,
+        })
+    rows = []
+    for f in union:
+        cells, condition = [], ""
+        for name, r in d.explanations.items():
+            values = r.attributions if r.method == "integrated_gradients" else r.weights
+            v = values.get(f)
+            cells.append({"value": _signed(v) if v is not None else "–", "sign": _sign(v)})
+            if r.method == "lime" and f in r.conditions:
+                # LIME writes the display name into the condition; the row already names the feature.
+                condition = r.conditions[f].replace(labels[f], "value")
+        value = d.values[f]
+        rows.append({"feature": labels[f], "value": value if isinstance(value, str) else _num(value, 4),
+                     "cells": cells, "condition": condition})
+    agreement = None
+    if d.agreement is not None:
+        a = d.agreement
+        agreement = {
+            "agree": a.agree,
+            "text": (f"{a.shared} of the top {a.top_k} features are shared by "
+                     f"{' and '.join(next(m.title for m in s.methods if m.name == n) for n in a.methods)}"
+                     + (f"; rank correlation over all features {_num(a.rank_correlation, 2)}" if a.rank_correlation is not None else "")
+                     + "."),
+        }
+    true_name = _class_name(model, d.true_label)
+    pred_name = _class_name(model, d.predicted_label)
+    return {
+        "anchor": _anchor(subject_anchor, "decision", d.id),
+        "id": d.id,
+        "row": d.row,
+        "true": true_name,
+        "predicted": pred_name,
+        "correct": d.correct,
+        "probability": _prob(d.probabilities[str(model.positive_class)]),
+        "has_conditions": any(r["condition"] for r in rows),
+        "positive": positive,
+        "methods": methods,
+        "method_titles": [m["title"] for m in methods],
+        "rows": rows,
+        "agreement": agreement,
+        "shown": len(rows),
+        "total_features": len(names),
+    }
+
+
+def _sign(v: float | None) -> str:
+    return "" if not v else ("pos" if v > 0 else "neg")
+
+
+def _methods_view(evidence: Evidence) -> list[dict[str, Any]]:
+    seen: dict[str, dict[str, Any]] = {}
+    for s in evidence.subjects:
+        for m in s.methods:
+            if m.name in seen:
+                continue
+            params = {k: v for k, v in m.spec.items() if k not in ("type", "id", "models") and v is not None}
+            derived = {k: _num(v) if isinstance(v, float) else v for k, v in m.parameters.items()
+                       if not isinstance(v, dict)}
+            note = METHOD_NOTES.get(m.type, {})
+            seen[m.name] = {"name": m.name, "title": m.title, "type": m.type, "params": {**params, **derived},
+                            "how": note.get("how", ""), "quality": note.get("quality", ""), "cite": note.get("cite", "")}
+    return list(seen.values())
+
+
+# --- rendering -----------------------------------------------------------------------------------------
+
+
+def render_html(evidence: Evidence, *, generated_at: datetime | None = None, templates: Path | None = None) -> str:
+    env = _environment(templates)
+    view = build_view(evidence, generated_at=generated_at)
+    css = (template_dir() / "report.css").read_text(encoding="utf-8")
+    if templates and (templates / "report.css").is_file():
+        css = (templates / "report.css").read_text(encoding="utf-8")
+    template = env.get_template(f"{evidence.audit['audience']}.html.j2")
+    return template.render(**view, css=css)
+
+
+def render_pdf(html: str) -> bytes:
+    """The PDF of the same HTML (WeasyPrint, print CSS). No network: external URLs are refused."""
+    import logging
+
+    import weasyprint
+
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
+
+    def no_fetch(url: str, *args, **kwargs):
+        raise ValueError(f"external resource refused: {url}")
+
+    return weasyprint.HTML(string=html, url_fetcher=no_fetch).write_pdf()

@@ -150,10 +150,14 @@ def _load_skops(spec: ModelSpec, path: Path):
 
 
 def _load_torchscript(path: Path):
+    import warnings
+
     import torch
 
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # torch 2.13 marks TorchScript deprecated; it is our exchange format
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise ModelError(f"{path}: not a TorchScript file ({str(exc).splitlines()[0]})",
                          hint="save PyTorch models with torch.jit.save(torch.jit.script(model), path)") from None

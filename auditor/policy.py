@@ -310,10 +310,6 @@ def _reference_problems(policy: Policy, file: str, lines: dict) -> list[Problem]
     dataset_ids = {d.id for d in policy.datasets}
 
     for i, m in enumerate(policy.models):
-        path = policy.resolve(m.path)
-        if not path.is_file():
-            add((("models", i, "path")), f"file not found: {path}",
-                "correct the path (relative paths are resolved from the policy file's folder)")
         if m.format in ("pickle", "joblib") and m.trust != "pickle":
             add(("models", i, "format"),
                 f"{m.format} files can run arbitrary code when loaded and are refused by default",
@@ -333,9 +329,6 @@ def _reference_problems(policy: Policy, file: str, lines: dict) -> list[Problem]
         if (d.path is None) == (d.source is None):
             add(("datasets", i), "give exactly one of 'path' (a CSV/Parquet file) or 'source' (a bundled dataset)",
                 "set path: data.csv, or source: sklearn:breast_cancer")
-        elif d.path is not None and not policy.resolve(d.path).is_file():
-            add(("datasets", i, "path"), f"file not found: {policy.resolve(d.path)}",
-                "correct the path (relative paths are resolved from the policy file's folder)")
         names = [f.name for f in d.features]
         for j, f in enumerate(d.features):
             if names.count(f.name) > 1:
@@ -377,6 +370,25 @@ def _reference_problems(policy: Policy, file: str, lines: dict) -> list[Problem]
     return problems
 
 
+def _file_problems(data: dict, base: Path, file: str, lines: dict) -> list[Problem]:
+    """Missing model and dataset files, checked on the raw YAML so they are reported even when
+    other fields fail validation."""
+    problems = []
+    for kind in ("models", "datasets"):
+        items = data.get(kind)
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            raw = item.get("path") if isinstance(item, dict) else None
+            if not isinstance(raw, str) or not raw:
+                continue
+            path = Path(raw) if Path(raw).is_absolute() else base / raw
+            if not path.is_file():
+                loc = (kind, i, "path")
+                problems.append(Problem(file, f"{kind}[{i}].path", f"file not found: {path}",
+                                        "correct the path (relative paths are resolved from the policy file's folder)",
+                                        _line_for(loc, lines)))
+    return problems
+
+
 def load_policy(path: str | Path) -> Policy:
     """Read, validate and cross-check a policy file; raise PolicyError listing every problem."""
     path = Path(path)
@@ -398,15 +410,17 @@ def load_policy(path: str | Path) -> Policy:
     if data.get("version") != 1:
         raise PolicyError([Problem(file, "version", f"unsupported policy version {data.get('version')!r}",
                                    "set version: 1", lines.get(("version",)))])
+    missing = _file_problems(data, path.resolve().parent, file, lines)
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(_schema_problems(exc, data, file, lines)) from None
+        problems = _schema_problems(exc, data, file, lines) + missing
+        raise PolicyError(sorted(problems, key=lambda p: p.line or 0)) from None
     policy._file = path.resolve()
     policy._sha256 = hashlib.sha256(raw).hexdigest()
-    problems = _reference_problems(policy, file, lines)
+    problems = missing + _reference_problems(policy, file, lines)
     if problems:
-        raise PolicyError(problems)
+        raise PolicyError(sorted(problems, key=lambda p: p.line or 0))
     return policy
 
 

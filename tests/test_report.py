@@ -1,0 +1,132 @@
+"""The report: rendered from stored evidence, self-contained, escaped, and a real PDF a reader can search."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from auditor.cli import cli
+from auditor.evidence import read_evidence
+from auditor.report import build_view, render_html
+
+HOSTILE_FEATURE = "<script>alert(1)</script>"
+HOSTILE_CATEGORY = '<img src=x onerror="alert(2)">'
+HOSTILE_TITLE = "Q3 audit </title><script>alert(3)</script>"
+WHEN = datetime(2026, 11, 23, 9, 30, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    """A full run (HTML + PDF) on data whose column names, categories and policy strings are hostile."""
+    import skops.io as sio
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    folder = tmp_path_factory.mktemp("hostile")
+    rng = np.random.default_rng(0)
+    n = 160
+    frame = pd.DataFrame({
+        HOSTILE_FEATURE: rng.normal(size=n),
+        "colour": rng.choice(["red", HOSTILE_CATEGORY], size=n),
+        "f2": rng.normal(size=n),
+    })
+    logit = 2 * frame[HOSTILE_FEATURE] + (frame["colour"] == "red") - 0.5 * frame["f2"]
+    frame["outcome"] = np.where(rng.random(n) < 1 / (1 + np.exp(-logit)), "approve", "decline")
+    frame.to_csv(folder / "data.csv", index=False)
+    encode = ColumnTransformer([("cat", OneHotEncoder(), ["colour"])], remainder="passthrough")
+    model = make_pipeline(encode, LogisticRegression()).fit(frame.drop(columns="outcome"), frame["outcome"])
+    sio.dump(model, folder / "model.skops")
+    policy = {
+        "version": 1,
+        "audit": {"id": "hostile", "title": HOSTILE_TITLE, "audience": "finance", "owner": "<i>owner</i>",
+                  "intended_use": "Testing escaping & <b>markup</b>."},
+        "models": [{"id": "pipe", "path": "model.skops", "format": "skops", "positive_class": "decline"}],
+        "datasets": [{"id": "data", "path": "data.csv", "target": "outcome", "features": [
+            {"name": HOSTILE_FEATURE}, {"name": "colour", "type": "categorical"}, {"name": "f2"}]}],
+        "audited": [{"model": "pipe", "dataset": "data"}],
+        "sample": {"size": 3, "strategy": "random", "seed": 1},
+        "explanations": [{"type": "lime", "num_samples": 300}, {"type": "permutation_importance", "n_repeats": 2}],
+    }
+    path = folder / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy, sort_keys=False), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["run", str(path), "--out", str(folder / "out"), "-q"])
+    assert result.exit_code == 0, result.output
+    return folder / "out"
+
+
+def test_hostile_strings_are_escaped_in_html(hostile_run):
+    html = (hostile_run / "report.html").read_text(encoding="utf-8")
+    for raw in (HOSTILE_FEATURE, HOSTILE_CATEGORY, "</title><script>", "<i>owner</i>", "<b>markup</b>"):
+        assert raw not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "alert(2)" in html and "&lt;img src=x" in html
+    assert "<script" not in html.lower()
+
+
+def test_html_is_self_contained(hostile_run):
+    html = (hostile_run / "report.html").read_text(encoding="utf-8")
+    # Namespace declarations (xmlns="http://www.w3.org/...") are names, not fetched resources.
+    fetched = re.findall(r"""(?:src|href|xlink:href)\s*=\s*["']?\s*(?:https?:)?//|url\(\s*["']?\s*(?:https?:)?//""", html)
+    assert fetched == []
+    assert "<link" not in html and "<script" not in html
+
+
+def test_pdf_is_real_and_shows_every_decision(hostile_run):
+    pdf = (hostile_run / "report.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-")
+    evidence = read_evidence(hostile_run / "evidence.json")
+    if shutil.which("pdftotext") is None:
+        pytest.skip("poppler-utils not installed (make test installs it)")
+    text = subprocess.run(["pdftotext", "-layout", str(hostile_run / "report.pdf"), "-"],
+                          capture_output=True, text=True, check=True).stdout
+    for d in evidence.subjects[0].decisions:
+        assert f"Decision {d.id}" in text
+    assert HOSTILE_FEATURE in text  # drawn as literal text, not interpreted
+    pages = subprocess.run(["pdfinfo", str(hostile_run / "report.pdf")], capture_output=True, text=True).stdout
+    assert int(re.search(r"Pages:\s+(\d+)", pages).group(1)) >= 8
+
+
+def test_render_from_stored_evidence_is_deterministic(hostile_run):
+    evidence = read_evidence(hostile_run / "evidence.json")
+    first = render_html(evidence, generated_at=WHEN)
+    second = render_html(read_evidence(hostile_run / "evidence.json"), generated_at=WHEN)
+    assert first == second
+    assert "23 November 2026" in first
+
+
+def test_categories_are_shown_by_name(hostile_run):
+    evidence = read_evidence(hostile_run / "evidence.json")
+    values = {d.values["colour"] for d in evidence.subjects[0].decisions}
+    assert values <= {"red", HOSTILE_CATEGORY}
+
+
+def test_view_flags_poor_lime_fit_and_misclassified(hostile_run):
+    evidence = read_evidence(hostile_run / "evidence.json")
+    subject = evidence.subjects[0]
+    lime = next(iter(subject.decisions)).explanations["lime"]
+    lime.score = 0.01  # a local fit that describes nothing
+    subject.decisions[0].correct = False
+    view = build_view(evidence, generated_at=WHEN)
+    texts = " ".join(o["text"] for o in view["observations"])
+    assert f"decision(s) {subject.decisions[0].id}" in texts
+    assert "misclassified" in texts
+    assert view["subjects"][0]["decisions"][0]["methods"][0]["flag"] is True
+
+
+def test_user_template_override(tmp_path, hostile_run):
+    evidence = read_evidence(hostile_run / "evidence.json")
+    (tmp_path / "partials").mkdir()
+    (tmp_path / "partials" / "provenance.html.j2").write_text("<p>custom provenance {{ policy_sha256 }}</p>")
+    html = render_html(evidence, generated_at=WHEN, templates=tmp_path)
+    assert f"custom provenance {evidence.policy_sha256}" in html

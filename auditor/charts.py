@@ -99,7 +99,6 @@ def calibration_chart(bins: list[tuple[float, float, int]], *, positive: str, wi
         if bins:
             xs, ys, ns = zip(*bins)
             total = sum(ns)
-            ax.plot(xs, ys, color=POSITIVE, linewidth=0.9)
             ax.scatter(xs, ys, s=[8 + 140 * n / total for n in ns], color=POSITIVE, zorder=3, label="model")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
 from . import charts
 from .evidence import Evidence
@@ -94,13 +95,16 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def _prob(p: float) -> str:
-    """A probability to three decimals, without claiming certainty the model does not have."""
+def _prob(p: float, relation: bool = False) -> str:
+    """A probability to three decimals, without claiming certainty the model does not have.
+
+    With ``relation`` the text starts with its comparison ("= 0.552", "> 0.999") to follow "P(x) ".
+    """
     if p > 0.9995:
         return "> 0.999"
     if p < 0.0005:
         return "< 0.001"
-    return f"{p:.3f}"
+    return f"= {p:.3f}" if relation else f"{p:.3f}"
 
 
 def _signed(x: float) -> str:
@@ -333,7 +337,7 @@ def _decision_view(s, d, labels: dict[str, str], positive: str, top_n: int, subj
         "true": true_name,
         "predicted": pred_name,
         "correct": d.correct,
-        "probability": _prob(d.probabilities[str(model.positive_class)]),
+        "probability": _prob(d.probabilities[str(model.positive_class)], relation=True),
         "has_conditions": any(r["condition"] for r in rows),
         "positive": positive,
         "methods": methods,
@@ -374,7 +378,8 @@ def render_html(evidence: Evidence, *, generated_at: datetime | None = None, tem
     if templates and (templates / "report.css").is_file():
         css = (templates / "report.css").read_text(encoding="utf-8")
     template = env.get_template(f"{evidence.audit['audience']}.html.j2")
-    return template.render(**view, css=css)
+    # The stylesheet is a template file (ours or the user's override), not data: insert it verbatim.
+    return template.render(**view, css=Markup(css.replace("</", "<\\/")))
 
 
 def render_pdf(html: str) -> bytes:

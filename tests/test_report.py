@@ -74,6 +74,12 @@ def test_hostile_strings_are_escaped_in_html(hostile_run):
     assert "<script" not in html.lower()
 
 
+def test_stylesheet_is_inserted_verbatim(hostile_run):
+    html = (hostile_run / "report.html").read_text(encoding="utf-8")
+    style = html[html.index("<style>"): html.index("</style>")]
+    assert '"DejaVu Sans"' in style and "&#34;" not in style and "&quot;" not in style
+
+
 def test_html_is_self_contained(hostile_run):
     html = (hostile_run / "report.html").read_text(encoding="utf-8")
     # Namespace declarations (xmlns="http://www.w3.org/...") are names, not fetched resources.
@@ -93,6 +99,8 @@ def test_pdf_is_real_and_shows_every_decision(hostile_run):
     for d in evidence.subjects[0].decisions:
         assert f"Decision {d.id}" in text
     assert HOSTILE_FEATURE in text  # drawn as literal text, not interpreted
+    fonts = subprocess.run(["pdffonts", str(hostile_run / "report.pdf")], capture_output=True, text=True).stdout
+    assert "DejaVu-Sans" in fonts and "Serif" not in fonts  # the print stylesheet's fonts were applied
     pages = subprocess.run(["pdfinfo", str(hostile_run / "report.pdf")], capture_output=True, text=True).stdout
     assert int(re.search(r"Pages:\s+(\d+)", pages).group(1)) >= 8
 

@@ -75,23 +75,22 @@ def prepare(policy: Policy) -> list[Prepared]:
         if dataset is None:
             continue
         bg_id = pair.background or pair.dataset
+        key = (bg_id, pair.dataset)
         if bg_id == pair.dataset:
-            background = dataset
-        elif (bg_id, pair.dataset) in backgrounds:
-            background = backgrounds[(bg_id, pair.dataset)]
-        else:
+            backgrounds[key] = dataset
+        elif key not in backgrounds:
             try:
-                background = load_dataset(policy.dataset(bg_id), policy, space=dataset.space)
+                backgrounds[key] = load_dataset(policy.dataset(bg_id), policy, space=dataset.space)
             except DataError as exc:
                 problem("datasets", bg_id, exc)
-                continue
-            backgrounds[(bg_id, pair.dataset)] = background
-        try:
+                backgrounds[key] = None  # type: ignore[assignment]
+        try:  # checked even when the background failed, so every problem is reported at once
             model = load_model(policy.model(pair.model), policy, dataset)
         except ModelError as exc:
             problem("models", pair.model, exc)
             continue
-        prepared.append(Prepared(pair, model, dataset, background))
+        if backgrounds[key] is not None:
+            prepared.append(Prepared(pair, model, dataset, backgrounds[key]))
     if problems:
         unique = list(dict.fromkeys(problems))
         raise PolicyError(unique)

@@ -169,7 +169,7 @@ def load_dataset(spec: DatasetSpec, policy: Policy, space: FeatureSpace | None =
     if spec.id_column:
         ids = frame[spec.id_column].to_numpy()
         if pd.Series(ids).duplicated().any():
-            dup = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0]
+            dup = python_label(pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0])
             raise DataError(f"{where}: id column {spec.id_column!r} has duplicate id {dup!r}",
                             hint="decision ids must be unique; use another column or leave id_column out")
         ids = np.array([python_label(v) for v in ids], dtype=object)
@@ -186,9 +186,10 @@ def load_dataset(spec: DatasetSpec, policy: Policy, space: FeatureSpace | None =
                             f"{[ids[j] for j in bad[:5]]}", hint="impute or drop these rows before the audit")
         if f.type == "numeric":
             if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-                example = next((v for v in col if not isinstance(v, (int, float, np.number))), col.iloc[0])
-                raise DataError(f"{where}: feature {f.name!r} is declared numeric but holds {example!r}",
-                                hint="declare it 'type: categorical' or clean the column")
+                bad = np.flatnonzero(pd.to_numeric(col, errors="coerce").isna().to_numpy())
+                j = int(bad[0]) if len(bad) else 0
+                raise DataError(f"{where}: feature {f.name!r} is declared numeric but holds {col.iloc[j]!r} "
+                                f"(row {ids[j]})", hint="declare it 'type: categorical' or clean the column")
             values = col.to_numpy(dtype=np.float64)
             if not np.isfinite(values).all():
                 bad = np.flatnonzero(~np.isfinite(values))

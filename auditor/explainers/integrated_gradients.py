@@ -58,7 +58,7 @@ class IntegratedGradients(Explainer):
         if self.spec.baseline == "zeros":
             return torch.zeros_like(inputs[:1])
         if self.spec.baseline == "median":
-            return inputs.median(dim=0, keepdim=True).values
+            return inputs.quantile(0.5, dim=0, keepdim=True)  # averages the middle pair, like numpy
         return inputs.mean(dim=0, keepdim=True)
 
     def explain(self, model, batch, *, background, seed, progress: Progress | None = None):

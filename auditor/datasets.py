@@ -71,6 +71,25 @@ class FeatureSpace:
                 columns[f.name] = X[:, i]
         return pd.DataFrame(columns)
 
+    def encode(self, frame: pd.DataFrame) -> np.ndarray:
+        """DataFrame of original values -> feature-space matrix (categories as codes).
+
+        Raises DataError for a category the feature does not have.
+        """
+        X = np.empty((len(frame), len(self.features)), dtype=np.float64)
+        for i, f in enumerate(self.features):
+            column = frame[f.name].to_numpy()
+            if f.type == "categorical":
+                index = {python_label(c): k for k, c in enumerate(self.categories[i])}
+                try:
+                    X[:, i] = [index[python_label(v)] for v in column]
+                except KeyError as exc:
+                    raise DataError(f"feature {f.name!r}: unknown category {exc.args[0]!r}",
+                                    hint=f"use one of {list(self.categories[i])}") from None
+            else:
+                X[:, i] = column.astype(np.float64)
+        return X
+
     def display_value(self, i: int, value: float) -> str:
         """One value as a reviewer should read it: category by name, numbers without noise."""
         f = self.features[i]

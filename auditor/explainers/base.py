@@ -71,6 +71,11 @@ class Explainer:
     def applies_to(cls, model: "ModelAdapter") -> bool:
         return cls.requires == "any" or model.framework == cls.requires
 
+    @classmethod
+    def check(cls, spec: ExplainerSpec, space) -> list[tuple[str, str, str]]:
+        """Problems with ``spec`` for a dataset's features, as (field under the spec, message, fix)."""
+        return []
+
     def explain(
         self,
         model: "ModelAdapter",
@@ -82,7 +87,8 @@ class Explainer:
     ):
         """Explain every decision in ``batch``; return (results, parameters used).
 
-        Local methods return one result per decision, in batch order; global methods one result.
+        Local methods return one result per decision, in batch order. Global methods get the whole
+        audited dataset as ``batch`` (and may take ``sample=`` the sampled decisions) and return one result.
         """
         raise NotImplementedError
 

@@ -70,7 +70,7 @@ class PermutationImportance(Explainer):
     Spec = PermutationImportanceSpec
     Result = PermutationImportanceResult
 
-    def explain(self, model, batch, *, background, seed, progress: Progress | None = None):
+    def explain(self, model, batch, *, background, seed, progress: Progress | None = None, sample=None):
         """``batch`` here is the whole audited dataset, with its true labels."""
         from sklearn.inspection import permutation_importance
 

@@ -1,0 +1,225 @@
+"""Global surrogate rules: a shallow decision tree trained to mimic the audited model, read as
+IF ... THEN rules (Craven & Shavlik, 1996, "Extracting Tree-Structured Representations of Trained
+Networks"; Guidotti et al., 2018, "A Survey of Methods for Explaining Black Box Models").
+
+The tree learns the model's *predictions*, not the true outcomes, so its rules describe the model.
+How well they do is its **fidelity**: agreement with the model on rows the tree did not train on
+(the audited dataset when the reference data is a different dataset; otherwise a seeded hold-out
+share of it). Below the policy's ``min_fidelity`` the report says plainly that the rules do not
+describe the model. Each rule carries its coverage and precision on those held-out rows.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from .base import Batch, Explainer, ExplainerSpec, Progress
+
+__all__ = ["Rules", "RulesSpec", "RulesResult", "Rule", "Condition", "rule_matches"]
+
+
+class RulesSpec(ExplainerSpec):
+    type: Literal["rules"]
+    max_depth: int = Field(default=3, ge=1, le=8, description="Depth of the surrogate tree (rules have at most this many conditions).")
+    min_samples_leaf: int = Field(default=20, ge=1, description="Fewest training rows a rule may rest on.")
+    min_fidelity: float = Field(default=0.9, ge=0, le=1, description="Below this the report says the rules do not describe the model.")
+    holdout_fraction: float = Field(
+        default=0.3, gt=0, lt=1,
+        description="Share held out for fidelity when the reference data is the audited dataset itself.",
+    )
+
+
+class Condition(BaseModel):
+    feature: str
+    kind: Literal["range", "in", "not_in"]
+    low: float | None = Field(default=None, description="range: value > low (exclusive)")
+    high: float | None = Field(default=None, description="range: value <= high (inclusive)")
+    values: list[int | str] = Field(default_factory=list, description="in / not_in: category names")
+    text: str
+
+
+class Rule(BaseModel):
+    id: int
+    conditions: list[Condition]
+    prediction: int | str = Field(description="Class the model is predicted to give rows the rule covers.")
+    coverage: float = Field(description="Share of held-out rows the rule covers.")
+    precision: float | None = Field(description="Share of covered held-out rows where the model agrees; None if none covered.")
+    support: int = Field(description="Held-out rows covered.")
+    training_rows: int
+    text: str
+
+
+class RulesResult(BaseModel):
+    method: Literal["rules"] = "rules"
+    fidelity: float = Field(description="Agreement of the rules with the model on held-out rows.")
+    min_fidelity: float
+    describes_model: bool
+    training_rows: int
+    holdout_rows: int
+    holdout: str = Field(description="Which rows measured fidelity.")
+    rules: list[Rule]
+    decision_rules: dict[str, int] = Field(description="Sampled decision id (as text) -> id of the rule covering it.")
+
+
+def rule_matches(rule: Rule, values: dict) -> bool:
+    """Whether a row (feature -> original value, categories by name) satisfies every condition."""
+    for c in rule.conditions:
+        v = values[c.feature]
+        if c.kind == "range":
+            if (c.low is not None and not v > c.low) or (c.high is not None and not v <= c.high):
+                return False
+        elif c.kind == "in" and v not in c.values:
+            return False
+        elif c.kind == "not_in" and v in c.values:
+            return False
+    return True
+
+
+class Rules(Explainer):
+    """A shallow decision tree fitted to the model's predictions, exported as readable rules."""
+
+    scope = "global"
+    title = "Surrogate rules"
+    Spec = RulesSpec
+    Result = RulesResult
+
+    # --- design matrix: numeric as is, categories one-hot, so splits read as "is / is not" ----------
+
+    @staticmethod
+    def _design(space, X: np.ndarray) -> tuple[np.ndarray, list[tuple[int, object]]]:
+        cols, meta = [], []
+        for i, f in enumerate(space.features):
+            if f.type == "categorical":
+                for k, cat in enumerate(space.categories[i]):
+                    cols.append((np.rint(X[:, i]) == k).astype(np.float64))
+                    meta.append((i, cat))
+            else:
+                cols.append(X[:, i])
+                meta.append((i, None))
+        return np.column_stack(cols), meta
+
+    def fit_tree(self, model, train_X: np.ndarray, seed: int):
+        """The fitted tree and the design-column metadata; the tree's labels are the model's predictions."""
+        from sklearn.tree import DecisionTreeClassifier
+
+        design, meta = self._design(model.space, train_X)
+        labels = model.predict_proba(train_X).argmax(axis=1)
+        tree = DecisionTreeClassifier(max_depth=self.spec.max_depth, min_samples_leaf=self.spec.min_samples_leaf,
+                                      random_state=seed).fit(design, labels)
+        return tree, meta
+
+    def explain(self, model, batch: Batch, *, background, seed, progress: Progress | None = None,
+                sample: Batch | None = None):
+        """``batch`` is the audited dataset, ``background`` the reference data, ``sample`` the decisions."""
+        same = background is batch.X or (background.shape == batch.X.shape and np.array_equal(background, batch.X))
+        if same:
+            order = np.random.default_rng(seed).permutation(len(batch.X))
+            cut = int(round(len(order) * (1 - self.spec.holdout_fraction)))
+            train_X, hold_X = batch.X[np.sort(order[:cut])], batch.X[np.sort(order[cut:])]
+            holdout = f"{len(hold_X)} rows of the audited dataset held out at random (seed {seed})"
+        else:
+            train_X, hold_X = background, batch.X
+            holdout = "the audited dataset (the tree was trained on the reference data)"
+        tree, meta = self.fit_tree(model, train_X, seed)
+        integer_valued = [bool(np.all(np.equal(np.mod(train_X[:, i], 1), 0))) for i in range(train_X.shape[1])]
+        rules, leaf_to_rule = _export(tree, meta, model, integer_valued)
+
+        hold_design, _ = self._design(model.space, hold_X)
+        hold_model = model.predict_proba(hold_X).argmax(axis=1)
+        fidelity = float((tree.predict(hold_design) == hold_model).mean())
+        hold_leaves = tree.apply(hold_design)
+        train_leaves = tree.apply(self._design(model.space, train_X)[0])
+        for leaf, rule in leaf_to_rule.items():
+            covered = hold_leaves == leaf
+            rule.support = int(covered.sum())
+            rule.coverage = float(covered.mean())
+            rule.training_rows = int((train_leaves == leaf).sum())
+            predicted = model.classes.index(rule.prediction)
+            rule.precision = float((hold_model[covered] == predicted).mean()) if covered.any() else None
+        rules.sort(key=lambda r: (-r.coverage, r.id))
+
+        decision_rules = {}
+        if sample is not None and len(sample):
+            leaves = tree.apply(self._design(model.space, sample.X)[0])
+            decision_rules = {str(i): leaf_to_rule[leaf].id for i, leaf in zip(sample.ids, leaves)}
+        if progress:
+            progress(1)
+        result = RulesResult(fidelity=fidelity, min_fidelity=self.spec.min_fidelity,
+                             describes_model=fidelity >= self.spec.min_fidelity, training_rows=len(train_X),
+                             holdout_rows=len(hold_X), holdout=holdout, rules=rules, decision_rules=decision_rules)
+        return result, {"leaves": int(tree.get_n_leaves()), "depth": int(tree.get_depth())}
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}" if abs(x) < 1e6 else f"{x:,.0f}"
+
+
+def _export(tree, meta, model, integer_valued: list[bool]):
+    """Walk root-to-leaf paths, merge each feature's conditions, and word them."""
+    t = tree.tree_
+    space = model.space
+    rules: list[Rule] = []
+    leaf_to_rule: dict[int, Rule] = {}
+
+    def walk(node: int, bounds: dict) -> None:
+        if t.children_left[node] == -1:
+            conditions = []
+            for i, f in enumerate(space.features):
+                if i not in bounds:
+                    continue
+                b = bounds[i]
+                unit = f" {f.unit}" if f.unit else ""
+                if f.type == "categorical":
+                    if b.get("in") is not None:
+                        vals = list(b["in"])
+                        text = (f"{f.label} is “{vals[0]}”" if len(vals) == 1
+                                else f"{f.label} is one of {', '.join(f'“{v}”' for v in vals)}")
+                        conditions.append(Condition(feature=f.name, kind="in", values=vals, text=text))
+                    else:
+                        vals = sorted(b["not_in"], key=lambda v: space.categories[i].index(v))
+                        text = f"{f.label} is not {' or '.join(f'“{v}”' for v in vals)}"
+                        conditions.append(Condition(feature=f.name, kind="not_in", values=vals, text=text))
+                else:
+                    low, high = b.get("low"), b.get("high")
+                    if integer_valued[i]:  # x > 24.5 reads better as x >= 25 for whole-number features
+                        lo_t = None if low is None else f"{f.label} ≥ {_fmt(np.floor(low) + 1)}{unit}"
+                        hi_t = None if high is None else f"{f.label} ≤ {_fmt(np.floor(high))}{unit}"
+                        both = None if low is None or high is None else \
+                            f"{_fmt(np.floor(low) + 1)} ≤ {f.label} ≤ {_fmt(np.floor(high))}{unit}"
+                    else:
+                        lo_t = None if low is None else f"{f.label} > {_fmt(low)}{unit}"
+                        hi_t = None if high is None else f"{f.label} ≤ {_fmt(high)}{unit}"
+                        both = None if low is None or high is None else \
+                            f"{_fmt(low)} < {f.label} ≤ {_fmt(high)}{unit}"
+                    text = both or lo_t or hi_t
+                    conditions.append(Condition(feature=f.name, kind="range", low=low, high=high, text=text))
+            prediction = model.classes[int(np.argmax(t.value[node][0]))]
+            name = model.class_names[model.classes.index(prediction)]
+            text = ("IF " + " AND ".join(c.text for c in conditions) if conditions else "IF (any row)") + f" THEN {name}"
+            rule = Rule(id=len(rules) + 1, conditions=conditions, prediction=prediction, coverage=0.0,
+                        precision=None, support=0, training_rows=0, text=text)
+            rules.append(rule)
+            leaf_to_rule[node] = rule
+            return
+        column, threshold = t.feature[node], float(t.threshold[node])
+        i, cat = meta[column]
+        left, right = {k: dict(v) for k, v in bounds.items()}, {k: dict(v) for k, v in bounds.items()}
+        if cat is None:  # numeric: left is value <= threshold
+            left.setdefault(i, {})["high"] = min(threshold, left.get(i, {}).get("high", np.inf))
+            right.setdefault(i, {})["low"] = max(threshold, right.get(i, {}).get("low", -np.inf))
+        else:  # one-hot column: left is "not cat", right is "is cat"
+            entry = left.setdefault(i, {})
+            if entry.get("in") is not None:
+                entry["in"] = [c for c in entry["in"] if c != cat]
+            else:
+                entry["not_in"] = list(dict.fromkeys([*entry.get("not_in", []), cat]))
+            right.setdefault(i, {})["in"] = [cat]
+            right[i].pop("not_in", None)
+        walk(t.children_left[node], left)
+        walk(t.children_right[node], right)
+
+    walk(0, {})
+    return rules, leaf_to_rule

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import __version__
-from .datasets import Dataset, load_dataset
+from .datasets import Dataset, load_dataset, python_label
 from .errors import AuditorError, DataError, ModelError, PolicyError, Problem
 from .evidence import (
     Agreement,
@@ -30,6 +30,7 @@ from .explainers import EXPLAINERS, Batch
 from .models import ModelAdapter, file_sha256, load_model
 from .performance import measure_performance
 from .policy import AuditedPair, Policy, canonical_json, policy_lines
+from .reasons import derive_reasons, used_features
 from .sampling import draw_sample
 
 __all__ = ["Prepared", "ProgressFactory", "prepare", "run_audit"]
@@ -89,12 +90,27 @@ def prepare(policy: Policy) -> list[Prepared]:
         except ModelError as exc:
             problem("models", pair.model, exc)
             continue
+        for i, spec in enumerate(policy.explanations):
+            if spec.models is None or pair.model in spec.models:
+                for field, message, fix in EXPLAINERS[spec.type].check(spec, dataset.space):
+                    loc = ("explanations", i, *field.replace("[", ".").replace("]", "").split("."))
+                    problems.append(Problem(file, f"explanations[{i}].{field}", message, fix,
+                                            _line(lines, loc)))
         if backgrounds[key] is not None:
             prepared.append(Prepared(pair, model, dataset, backgrounds[key]))
     if problems:
         unique = list(dict.fromkeys(problems))
         raise PolicyError(unique)
     return prepared
+
+
+def _line(lines: dict, loc: tuple) -> int | None:
+    """The line of the deepest part of ``loc`` found in the policy."""
+    parts = tuple(int(p) if isinstance(p, str) and p.isdigit() else p for p in loc)
+    for n in range(len(parts), 0, -1):
+        if parts[:n] in lines:
+            return lines[parts[:n]]
+    return None
 
 
 def run_audit(
@@ -147,11 +163,14 @@ def _audit_subject(policy: Policy, prep: Prepared, size: int, seed: int, progres
                                          f"{model.id!r} is {model.kind}."))
             continue
         explainer = cls(spec)
-        target = batch if cls.scope == "local" else Batch(X=data.X, ids=list(data.ids), y=data.y)
-        total = len(target) if cls.scope == "local" else 1
-        advance = progress(f"{spec.name} · {model.id}", total) if progress else None
-        results, parameters = explainer.explain(model, target, background=prep.background.X, seed=seed,
-                                                progress=advance)
+        advance = progress(f"{spec.name} · {model.id}", len(batch) if cls.scope == "local" else 1) if progress else None
+        if cls.scope == "local":
+            results, parameters = explainer.explain(model, batch, background=prep.background.X, seed=seed,
+                                                    progress=advance)
+        else:
+            results, parameters = explainer.explain(model, Batch(X=data.X, ids=list(data.ids), y=data.y),
+                                                    background=prep.background.X, seed=seed, progress=advance,
+                                                    sample=batch)
         methods.append(MethodRecord(name=spec.name, type=spec.type, title=cls.title, scope=cls.scope,
                                     spec=spec.model_dump(mode="json"), parameters=parameters))
         if cls.scope == "local":
@@ -159,11 +178,22 @@ def _audit_subject(policy: Policy, prep: Prepared, size: int, seed: int, progres
         else:
             global_results[spec.name] = results
 
+    reasons_spec = policy.principal_reasons
+    used = None
+    if reasons_spec is not None and python_label(reasons_spec.adverse_class) in model.classes:
+        used = used_features(model, data.X, seed)
+    labels = {f.name: f.label for f in data.space.features}
+
     decisions = []
     sample_proba = proba[rows]
     for k, r in enumerate(rows):
         explanations = {name: results[k] for name, results in local.items()}
         predicted = model.classes[int(sample_proba[k].argmax())]
+        reasons = None
+        if used is not None and predicted == python_label(reasons_spec.adverse_class):
+            reasons = derive_reasons(explanations, adverse=predicted, methods=reasons_spec.methods or list(local),
+                                     used=used, names=data.space.names, labels=labels, texts=reasons_spec.texts,
+                                     max_reasons=reasons_spec.max_reasons)
         decisions.append(Decision(
             id=data.ids[r],
             row=int(r),
@@ -176,7 +206,9 @@ def _audit_subject(policy: Policy, prep: Prepared, size: int, seed: int, progres
             probabilities={str(c): float(p) for c, p in zip(model.classes, sample_proba[k])},
             correct=predicted == data.y[r],
             explanations=explanations,
-            agreement=_agreement(explanations, data.space.names),
+            agreement=_agreement({n: r for n, r in explanations.items() if r.method != "counterfactuals"},
+                                 data.space.names),
+            principal_reasons=reasons,
         ))
 
     return Subject(
@@ -189,6 +221,7 @@ def _audit_subject(policy: Policy, prep: Prepared, size: int, seed: int, progres
         methods=methods,
         skipped=skipped,
         global_explanations=global_results,
+        used_features=used,
         decisions=decisions,
     )
 

@@ -13,10 +13,13 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field
 
+from .explainers.counterfactuals import CounterfactualsResult
 from .explainers.integrated_gradients import IntegratedGradientsResult
 from .explainers.lime_tabular import LimeResult
 from .explainers.permutation import PermutationImportanceResult
+from .explainers.rules import RulesResult
 from .performance import Performance
+from .reasons import PrincipalReasons
 
 __all__ = [
     "EVIDENCE_VERSION",
@@ -34,8 +37,9 @@ __all__ = [
 
 EVIDENCE_VERSION = "1.0"
 
-LocalResult = Annotated[Union[IntegratedGradientsResult, LimeResult], Field(discriminator="method")]
-GlobalResult = Annotated[Union[PermutationImportanceResult], Field(discriminator="method")]
+LocalResult = Annotated[Union[IntegratedGradientsResult, LimeResult, CounterfactualsResult],
+                        Field(discriminator="method")]
+GlobalResult = Annotated[Union[PermutationImportanceResult, RulesResult], Field(discriminator="method")]
 Label = Union[int, str]
 
 
@@ -115,6 +119,9 @@ class Decision(BaseModel):
     correct: bool
     explanations: dict[str, LocalResult] = Field(description="Per explanation name.")
     agreement: Agreement | None = None
+    principal_reasons: PrincipalReasons | None = Field(
+        default=None, description="Adverse decisions only, when the policy asks for principal reasons."
+    )
 
 
 class Subject(BaseModel):
@@ -128,6 +135,9 @@ class Subject(BaseModel):
     methods: list[MethodRecord]
     skipped: list[SkippedMethod] = Field(default_factory=list)
     global_explanations: dict[str, GlobalResult] = Field(default_factory=dict)
+    used_features: list[str] | None = Field(
+        default=None, description="Features whose values change the model's output (for principal reasons)."
+    )
     decisions: list[Decision]
 
 

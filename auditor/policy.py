@@ -26,6 +26,7 @@ __all__ = [
     "FeatureSpec",
     "ModelSpec",
     "Policy",
+    "PrincipalReasonsSpec",
     "ReportSpec",
     "SampleSpec",
     "load_policy",
@@ -145,6 +146,19 @@ class ReportSpec(_Strict):
     top_features: int = Field(default=10, ge=1, le=50, description="Features shown per decision chart.")
 
 
+class PrincipalReasonsSpec(_Strict):
+    """Adverse-action principal reasons (ECOA / Regulation B 1002.9): up to four, ranked, per adverse decision."""
+
+    adverse_class: Label = Field(description="Label of the adverse outcome (e.g. bad, decline).")
+    max_reasons: int = Field(default=4, ge=1, le=4, description="Reg B commentary: more than four is not likely to help.")
+    methods: list[str] | None = Field(
+        default=None, description="Explanation names the reasons derive from; default: every per-decision method."
+    )
+    texts: dict[str, str] = Field(
+        default_factory=dict, description="Reason wording per feature, e.g. months_employed: Length of employment."
+    )
+
+
 ExplanationSpec = Annotated[Union[tuple(SPECS.values())], Field(discriminator="type")]
 
 
@@ -156,6 +170,7 @@ class Policy(_Strict):
     audited: list[AuditedPair] = Field(min_length=1, description="Which model is audited on which dataset.")
     sample: SampleSpec = Field(default_factory=SampleSpec)
     explanations: list[ExplanationSpec] = Field(min_length=1)
+    principal_reasons: PrincipalReasonsSpec | None = None
     report: ReportSpec = Field(default_factory=ReportSpec)
 
     _file: Path = PrivateAttr(default=Path("policy.yaml"))
@@ -367,6 +382,19 @@ def _reference_problems(policy: Policy, file: str, lines: dict) -> list[Problem]
         ):
             add(("explanations", i, "type"), f"{spec.type} needs a PyTorch model and none is audited",
                 "audit a TorchScript model, or remove this explanation")
+    if policy.principal_reasons is not None:
+        pr = policy.principal_reasons
+        local = {s.name for s in policy.explanations if EXPLAINERS[s.type].scope == "local"}
+        for j, name in enumerate(pr.methods or []):
+            if name not in local:
+                add(("principal_reasons", "methods", j), f"{name!r} is not a per-decision explanation in this policy",
+                    f"use some of: {', '.join(sorted(local)) or '(add lime, integrated_gradients or counterfactuals)'}")
+        audited_features = {f.name for p in policy.audited if p.dataset in dataset_ids
+                            for f in policy.dataset(p.dataset).features}
+        for name in pr.texts:
+            if name not in audited_features:
+                add(("principal_reasons", "texts", name), f"unknown feature {name!r}",
+                    "use a feature name listed under the audited dataset's features")
     return problems
 
 

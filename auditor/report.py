@@ -45,6 +45,26 @@ METHOD_NOTES = {
         "quality": "Local fit R²: how well the linear model reproduces the model near the decision. Below 0.5 the "
                    "explanation describes the model poorly there.",
     },
+    "rules": {
+        "cite": "M. Craven, J. Shavlik. Extracting Tree-Structured Representations of Trained Networks. NIPS 1996; "
+                "R. Guidotti et al. A Survey of Methods for Explaining Black Box Models. ACM Computing Surveys 2018.",
+        "how": "A shallow decision tree (scikit-learn) is trained on the reference data to reproduce the audited model's "
+               "own decisions, and each of its leaves is read as an IF ... THEN rule. Categorical attributes are split "
+               "by category name, numeric ones at thresholds in the data's units.",
+        "quality": "Fidelity: the share of held-out rows on which the rules and the model decide alike. Coverage and "
+                   "precision of each rule are measured on the same held-out rows.",
+    },
+    "counterfactuals": {
+        "cite": "R. K. Mothilal, A. Sharma, C. Tan. Explaining Machine Learning Classifiers through Diverse "
+                "Counterfactual Explanations. FAT* 2020.",
+        "how": "DiCE (dice-ml) searches for a few diverse inputs, close to the decision, that the model decides the "
+               "other way, changing only mutable features within their permitted ranges. Every candidate is re-scored "
+               "by the model and checked against the immutable features and ranges; candidates that fail are removed "
+               "and counted.",
+        "quality": "Validity (valid counterfactuals / asked), proximity (mean per-feature distance: numeric |change| / "
+                   "range, categorical 0 or 1; lower is closer), sparsity (features changed) and diversity (mean "
+                   "distance between a decision's counterfactuals).",
+    },
     "permutation_importance": {
         "cite": "L. Breiman. Random Forests. Machine Learning 45, 2001; A. Fisher, C. Rudin, F. Dominici. All Models "
                 "are Wrong, but Many are Useful. JMLR 2019.",
@@ -178,10 +198,14 @@ def _subject_view(evidence: Evidence, s) -> dict[str, Any]:
 
     global_views = []
     for name, result in s.global_explanations.items():
+        title = next(m.title for m in s.methods if m.name == name)
+        if result.method == "rules":
+            global_views.append(_rules_view(name, title, result, model))
+            continue
         ranked = sorted(result.importances.items(), key=lambda kv: -kv[1].mean)
         global_views.append({
             "name": name,
-            "title": next(m.title for m in s.methods if m.name == name),
+            "title": title,
             "type": result.method,
             "scoring": result.scoring,
             "baseline_score": _num(result.baseline_score),
@@ -195,7 +219,8 @@ def _subject_view(evidence: Evidence, s) -> dict[str, Any]:
         })
 
     local_methods = [m for m in s.methods if m.scope == "local"]
-    decisions = [_decision_view(s, d, labels, positive, top_n, anchor) for d in s.decisions]
+    rules = next((r for r in s.global_explanations.values() if r.method == "rules"), None)
+    decisions = [_decision_view(s, d, labels, positive, top_n, anchor, rules) for d in s.decisions]
 
     # Quality roll-ups, for the summary and observations.
     observations: list[dict[str, str]] = []
@@ -220,6 +245,41 @@ def _subject_view(evidence: Evidence, s) -> dict[str, Any]:
                 observations.append({"level": "warn", "text": f"{model.id}: LIME's local model fits poorly (R² < "
                                      f"{LIME_MIN_SCORE}) for decision(s) {', '.join(map(str, low))}: treat those "
                                      "explanations with caution."})
+        if m.type == "counterfactuals" and results:
+            asked = sum(r.asked for r in results)
+            valid = sum(len(r.counterfactuals) for r in results)
+            dropped = sum(r.dropped_constraint_violations for r in results)
+            not_flip = sum(r.dropped_not_flipping for r in results)
+            prox = [r.proximity for r in results if r.proximity is not None]
+            quality.append(f"{m.title}: {valid} valid of {asked} asked ({_pct(valid / asked)}); "
+                           f"mean proximity {_num(float(sum(prox) / len(prox)), 2) if prox else 'n/a'}; "
+                           f"{not_flip} returned by DiCE did not flip the decision and {dropped} broke a constraint "
+                           "(all removed)")
+            if dropped:
+                observations.append({"level": "warn", "text": f"{model.id}: DiCE returned {dropped} counterfactual(s) that "
+                                     "changed an immutable feature or left a permitted range; they were removed and are "
+                                     "not shown."})
+            none_found = [str(d.id) for d in s.decisions if m.name in d.explanations
+                          and not d.explanations[m.name].counterfactuals]
+            if none_found:
+                observations.append({"level": "info", "text": f"{model.id}: no valid counterfactual was found for "
+                                     f"decision(s) {', '.join(none_found)} within the constraints."})
+    if rules is not None:
+        quality.append(f"Surrogate rules: fidelity {_pct(rules.fidelity)} on {rules.holdout_rows} held-out rows "
+                       f"(policy minimum {_pct(rules.min_fidelity)})")
+        if not rules.describes_model:
+            observations.append({"level": "warn", "text": f"{model.id}: the surrogate rules agree with the model on only "
+                                 f"{_pct(rules.fidelity)} of held-out rows, below the policy's minimum of "
+                                 f"{_pct(rules.min_fidelity)}: the rules do not describe the model."})
+    adverse = [d for d in s.decisions if d.principal_reasons is not None]
+    if adverse:
+        disagree = [str(d.id) for d in adverse if d.principal_reasons.agree is False]
+        quality.append(f"Principal reasons: {len(adverse)} adverse decision(s); methods agree on the top reasons for "
+                       f"{len(adverse) - len(disagree)}")
+        if disagree:
+            observations.append({"level": "warn", "text": f"{model.id}: the methods behind the principal reasons disagree "
+                                 f"for decision(s) {', '.join(disagree)}; review those reasons before they are used in "
+                                 "an adverse-action notice."})
     agreements = [d.agreement for d in s.decisions if d.agreement is not None]
     if agreements:
         n_agree = sum(a.agree for a in agreements)
@@ -262,6 +322,7 @@ def _subject_view(evidence: Evidence, s) -> dict[str, Any]:
         "performance": performance,
         "global": global_views,
         "local_methods": [{"name": m.name, "title": m.title, "type": m.type} for m in local_methods],
+        "adverse": [{"id": d["id"], "anchor": d["anchor"], "reasons": d["reasons"]} for d in decisions if d["reasons"]],
         "skipped": s.skipped,
         "decisions": decisions,
         "summary": summary,
@@ -274,12 +335,14 @@ def _label(model, text: str):
     return next((c for c in model.classes if str(c) == text), text)
 
 
-def _decision_view(s, d, labels: dict[str, str], positive: str, top_n: int, subject_anchor: str) -> dict[str, Any]:
+def _decision_view(s, d, labels: dict[str, str], positive: str, top_n: int, subject_anchor: str,
+                   rules=None) -> dict[str, Any]:
     model = s.model
     names = list(labels)
     methods = []
     union: list[str] = []
-    for name, r in d.explanations.items():
+    attributions = {n: r for n, r in d.explanations.items() if r.method in ("integrated_gradients", "lime")}
+    for name, r in attributions.items():
         values = r.attributions if r.method == "integrated_gradients" else r.weights
         ranked = sorted(values.items(), key=lambda kv: -abs(kv[1]))[:top_n]
         for f, _ in ranked:
@@ -308,11 +371,11 @@ def _decision_view(s, d, labels: dict[str, str], positive: str, top_n: int, subj
     rows = []
     for f in union:
         cells, condition = [], ""
-        for name, r in d.explanations.items():
+        for name, r in attributions.items():
             values = r.attributions if r.method == "integrated_gradients" else r.weights
             v = values.get(f)
             cells.append({"value": _signed(v) if v is not None else "–", "sign": _sign(v)})
-            if r.method == "lime" and f in r.conditions:
+            if r.method == "lime" and f in r.conditions and s.dataset.features[names.index(f)].type == "numeric":
                 # LIME writes the display name into the condition; the row already names the feature.
                 condition = r.conditions[f].replace(labels[f], "value")
         value = d.values[f]
@@ -330,6 +393,25 @@ def _decision_view(s, d, labels: dict[str, str], positive: str, top_n: int, subj
         }
     true_name = _class_name(model, d.true_label)
     pred_name = _class_name(model, d.predicted_label)
+    rule = None
+    if rules is not None and str(d.id) in rules.decision_rules:
+        r = next(x for x in rules.rules if x.id == rules.decision_rules[str(d.id)])
+        rule = {"id": r.id, "text": r.text, "agrees": r.prediction == d.predicted_label,
+                "describes_model": rules.describes_model}
+    counterfactuals = [_counterfactual_view(n, r, model, labels, s) for n, r in d.explanations.items()
+                       if r.method == "counterfactuals"]
+    reasons = None
+    if d.principal_reasons is not None:
+        pr = d.principal_reasons
+        titles = {m.name: m.title for m in s.methods}
+        reasons = {
+            "entries": [{"rank": x.rank, "text": x.text, "feature": labels[x.feature],
+                       "support": ", ".join(f"{titles[m]} #{k}" for m, k in x.method_ranks.items() if k) or "–"}
+                      for x in pr.reasons],
+            "methods": ", ".join(titles[m] for m in pr.methods),
+            "agree": pr.agree,
+            "overlap": None if pr.overlap is None else _pct(pr.overlap),
+        }
     return {
         "anchor": _anchor(subject_anchor, "decision", d.id),
         "id": d.id,
@@ -342,6 +424,9 @@ def _decision_view(s, d, labels: dict[str, str], positive: str, top_n: int, subj
         "positive": positive,
         "methods": methods,
         "method_titles": [m["title"] for m in methods],
+        "rule": rule,
+        "counterfactuals": counterfactuals,
+        "reasons": reasons,
         "rows": rows,
         "agreement": agreement,
         "shown": len(rows),
@@ -349,8 +434,57 @@ def _decision_view(s, d, labels: dict[str, str], positive: str, top_n: int, subj
     }
 
 
+def _rules_view(name: str, title: str, result, model) -> dict[str, Any]:
+    return {
+        "name": name,
+        "title": title,
+        "type": "rules",
+        "fidelity": _pct(result.fidelity),
+        "min_fidelity": _pct(result.min_fidelity),
+        "describes_model": result.describes_model,
+        "holdout": result.holdout,
+        "training_rows": result.training_rows,
+        "rules": [{"id": r.id, "conditions": [c.text for c in r.conditions],
+                   "then": _class_name(model, r.prediction), "coverage": _pct(r.coverage),
+                   "precision": _pct(r.precision), "support": r.support} for r in result.rules],
+    }
+
+
+def _counterfactual_view(name: str, r, model, labels: dict[str, str], s) -> dict[str, Any]:
+    units = {f.name: f.unit for f in s.dataset.features}
+
+    def show(feature: str, v) -> str:
+        if isinstance(v, str):
+            return v
+        unit = units.get(feature)
+        return _num(v, 4) + (f" {unit}" if unit else "")
+
+    return {
+        "title": next(m.title for m in s.methods if m.name == name),
+        "entries": [{"changes": [{"feature": labels[f], "before": show(f, c.before), "after": show(f, c.after)}
+                               for f, c in cf.changes.items()],
+                   "outcome": _class_name(model, cf.predicted_label), "probability": _prob(cf.probability)}
+                  for cf in r.counterfactuals],
+        "summary": (f"{len(r.counterfactuals)} valid of {r.asked} asked; DiCE returned {r.returned}, of which "
+                    f"{r.dropped_not_flipping} did not change the decision and {r.dropped_constraint_violations} "
+                    "broke a constraint (removed)."),
+        "metrics": (f"proximity {_num(r.proximity, 2)}, sparsity {_num(r.sparsity, 2)} features changed, "
+                    f"diversity {_num(r.diversity, 2)}") if r.counterfactuals else "",
+    }
+
+
 def _sign(v: float | None) -> str:
     return "" if not v else ("pos" if v > 0 else "neg")
+
+
+def _param(v: Any) -> str:
+    if isinstance(v, float):
+        return _num(v)
+    if isinstance(v, list):
+        return ", ".join(map(str, v))
+    if isinstance(v, dict):
+        return "; ".join(f"{k}: {_param(x)}" for k, x in v.items())
+    return str(v)
 
 
 def _methods_view(evidence: Evidence) -> list[dict[str, Any]]:
@@ -359,9 +493,10 @@ def _methods_view(evidence: Evidence) -> list[dict[str, Any]]:
         for m in s.methods:
             if m.name in seen:
                 continue
-            params = {k: v for k, v in m.spec.items() if k not in ("type", "id", "models") and v is not None}
-            derived = {k: _num(v) if isinstance(v, float) else v for k, v in m.parameters.items()
-                       if not isinstance(v, dict)}
+            params = {k: _param(v) for k, v in m.spec.items()
+                      if k not in ("type", "id", "models") and v not in (None, [], {})}
+            derived = {k: _param(v) for k, v in m.parameters.items()
+                       if not isinstance(v, (dict, list))}
             note = METHOD_NOTES.get(m.type, {})
             seen[m.name] = {"name": m.name, "title": m.title, "type": m.type, "params": {**params, **derived},
                             "how": note.get("how", ""), "quality": note.get("quality", ""), "cite": note.get("cite", "")}

@@ -10,7 +10,8 @@ SYSDEPS_STAMP := .sysdeps-ok
 # Shared libraries WeasyPrint loads, fonts it renders with, poppler for pdftotext/pdfsig in tests.
 DEBIAN_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core poppler-utils
 POLICIES := $(wildcard policies/*.yaml)
-SAMPLE_MODELS := sample_audits/breast_cancer/models/gbm.skops
+# Each sample's build.py writes its data split and models; .built marks a complete build.
+SAMPLE_MODELS := $(patsubst %/build.py,%/models/.built,$(wildcard sample_audits/*/build.py))
 
 .PHONY: demo test setup sysdeps samples lock clean bench
 
@@ -49,8 +50,9 @@ $(STAMP): requirements.lock pyproject.toml
 
 samples: setup $(SAMPLE_MODELS)
 
-$(SAMPLE_MODELS): sample_audits/breast_cancer/build.py $(STAMP)
-	$(PY) sample_audits/breast_cancer/build.py
+sample_audits/%/models/.built: sample_audits/%/build.py $(STAMP)
+	$(PY) sample_audits/$*/build.py
+	@touch $@
 
 lock:
 	$(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/' > requirements.lock

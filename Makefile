@@ -15,12 +15,16 @@ SAMPLE_MODELS := $(patsubst %/build.py,%/models/.built,$(wildcard sample_audits/
 
 .PHONY: demo test setup sysdeps samples lock clean bench
 
-demo: setup samples
+# A development signing identity for the demo (reports signed with it say: not for submission).
+DEV_IDENTITY := .dev-identity
+
+demo: setup samples $(DEV_IDENTITY)
 	@mkdir -p out
 	@set -e; for p in $(POLICIES); do \
 		name=$$(basename $$p .yaml); \
-		echo "==> auditor run $$p --out out/$$name"; \
-		$(VENV)/bin/auditor run $$p --out out/$$name --force; \
+		echo "==> auditor run $$p --out out/$$name --identity $(DEV_IDENTITY)"; \
+		$(VENV)/bin/auditor run $$p --out out/$$name --identity $(DEV_IDENTITY) --force; \
+		$(VENV)/bin/auditor verify out/$$name > /dev/null && echo "    verified: auditor verify out/$$name"; \
 	done
 	@echo "Reports written under out/: open out/<policy>/report.html or report.pdf"
 
@@ -28,6 +32,9 @@ test: setup samples
 	$(PY) -m pytest -q
 
 setup: sysdeps $(STAMP)
+
+$(DEV_IDENTITY): | $(STAMP)
+	$(VENV)/bin/auditor keys init $(DEV_IDENTITY) --name "auditor demo signer (development)"
 
 sysdeps: $(SYSDEPS_STAMP)
 

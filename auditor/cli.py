@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -67,8 +66,9 @@ def cli() -> None:
     \b
     Exit codes:
       0  success
-      2  bad input: policy, data, model or output folder (message names the field and the fix)
-      3  verification failure
+      2  bad input: policy, data, model, signing identity or output folder
+         (the message names the file, the field and the fix)
+      3  verification failure (verify, rerun)
     """
 
 
@@ -79,41 +79,108 @@ def cli() -> None:
 @click.option("--sample", "sample_size", type=click.IntRange(min=1), default=None,
               help="Number of decisions to explain (overrides the policy).")
 @click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=None, help="Seed (overrides the policy).")
+@click.option("--identity", type=click.Path(path_type=Path), default=None, envvar="AUDITOR_IDENTITY",
+              help="Signing identity folder (overrides the policy's signing.identity; env AUDITOR_IDENTITY). "
+                   "Without one the output is unsigned.")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists and is not empty.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-def run(policy: Path, out: Path | None, sample_size: int | None, seed: int | None, force: bool, quiet: bool) -> None:
-    """Run the audit POLICY describes; write report.html, report.pdf and evidence.json."""
-    from .audit import prepare, run_audit
-    from .evidence import evidence_json_schema
-    from .output import check_destination, write_atomically
-    from .policy import load_policy
-    from .report import render_html, render_pdf
+def run(policy: Path, out: Path | None, sample_size: int | None, seed: int | None, identity: Path | None,
+        force: bool, quiet: bool) -> None:
+    """Run the audit POLICY describes.
+
+    Writes report.html, report.pdf, evidence.json, the policy, and manifest.json (SHA-256 of every
+    input and output), signed (manifest.sig, PDF signature) when a signing identity is given.
+    """
+    from .pipeline import execute
 
     console = _console()
     say = (lambda *a: None) if quiet else console.print
     started = time.perf_counter()
-    loaded = load_policy(policy)
     out = out or Path("out") / policy.stem
-    check_destination(out, force=force)
-    say(f"[bold]auditor[/bold] {__version__}: audit [bold]{loaded.audit.id}[/bold] from {policy}")
-    prepared = prepare(loaded)
-    for p in prepared:
-        say(f"  model {p.model.id} ({p.model.kind}) on {p.dataset.spec.id}: {p.dataset.n_rows} rows, "
-            f"{len(p.dataset.space.features)} features")
+    say(f"[bold]auditor[/bold] {__version__}: {policy}")
     with _Progress(console, enabled=not quiet) as progress:
-        evidence = run_audit(loaded, prepared, sample_size=sample_size, seed=seed, progress=progress)
-    formats = loaded.report.formats
-    files = {"evidence.json": evidence.to_json().encode("utf-8"),
-             "evidence.schema.json": (json.dumps(evidence_json_schema(), indent=2) + "\n").encode("utf-8")}
-    say("  rendering HTML")
-    html = render_html(evidence, generated_at=datetime.now(timezone.utc))
-    if "html" in formats:
-        files["report.html"] = html.encode("utf-8")
-    if "pdf" in formats:
-        say("  rendering PDF")
-        files["report.pdf"] = render_pdf(html)
-    write_atomically(out, files, force=force)
-    say(f"[green]Wrote[/green] {out}/ ({', '.join(sorted(files))}) in {time.perf_counter() - started:.1f} s")
+        outcome = execute(policy, out=out, sample_size=sample_size, seed=seed, force=force, identity_dir=identity,
+                          progress=progress, say=say)
+    state = "signed" if outcome.signed else "[yellow]unsigned[/yellow] (no --identity)"
+    say(f"[green]Wrote[/green] {out}/ ({', '.join(outcome.files)}), {state}, in {time.perf_counter() - started:.1f} s")
+
+
+@cli.command()
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--public-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Expected Ed25519 public key of the manifest signer (PEM).")
+@click.option("--cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Expected certificate of the PDF signer (PEM).")
+def verify(target: Path, public_key: Path | None, cert: Path | None) -> None:
+    """Check a signed audit (an output folder, or a report PDF): signatures and every file's hash.
+
+    Exit 0 when everything verifies, 3 when anything does not (the changed file is named).
+    """
+    from .pipeline import raise_if_invalid
+    from .verify import verify_folder, verify_pdf
+
+    if target.is_dir():
+        result = verify_folder(target, public_key=public_key, cert=cert)
+    elif target.is_file():
+        result = verify_pdf(target, cert=cert)
+    else:
+        from .errors import AuditorError
+
+        raise AuditorError(f"{target}: no such folder or file", hint="give an output folder or a report PDF")
+    for check in result.checks:
+        mark = click.style("ok  ", fg="green") if check.ok else click.style("FAIL", fg="red", bold=True)
+        click.echo(f"{mark} {check.detail}")
+    raise_if_invalid(result)
+    click.echo(f"{target}: verified ({len(result.checks)} checks).")
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def rerun(folder: Path, quiet: bool) -> None:
+    """Re-run the audit recorded in FOLDER and report whether the evidence is byte-identical.
+
+    Exit 0 identical; 3 different (with the first differing field and what changed since).
+    """
+    from .errors import VerificationError
+    from .pipeline import rerun as do_rerun
+
+    console = _console()
+    with _Progress(console, enabled=not quiet) as progress:
+        outcome = do_rerun(folder, progress=progress)
+    for line in outcome.changed_inputs:
+        click.echo(f"input changed since the audit: {line}")
+    for line in outcome.environment_differences:
+        click.echo(f"environment differs: {line}")
+    if not outcome.identical:
+        where = f" (first difference at {outcome.first_difference})" if outcome.first_difference else ""
+        raise VerificationError(f"{folder}: re-run evidence differs from the recorded evidence.json{where}")
+    click.echo(f"{folder}: re-run evidence is byte-identical to the recorded evidence.json.")
+
+
+@cli.group()
+def keys() -> None:
+    """Manage signing identities."""
+
+
+@keys.command("init")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--name", default="auditor development signer", show_default=True, help="Signer name (certificate CN).")
+def keys_init(folder: Path, name: str) -> None:
+    """Create a self-signed DEVELOPMENT identity in FOLDER (reports signed with it say: not for submission).
+
+    Keys are encrypted when AUDITOR_SIGNING_PASSPHRASE is set. Give manifest.pub.pem and signer.cert.pem
+    to whoever verifies; keep the .key.pem files private.
+    """
+    import os
+
+    from .signing import PASSPHRASE_ENV, init_identity
+
+    passphrase = os.environ.get(PASSPHRASE_ENV)
+    written = init_identity(folder, name, passphrase=passphrase.encode() if passphrase else None)
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo("Development identity: reports signed with it are marked NOT FOR SUBMISSION.")
 
 
 @cli.command()

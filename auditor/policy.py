@@ -135,6 +135,16 @@ class AuditedPair(_Strict):
     )
 
 
+class SigningSpec(_Strict):
+    identity: Path | None = Field(
+        default=None, description="Signing identity folder (see `auditor keys init`); --identity overrides it."
+    )
+    passphrase_env: str = Field(
+        default="AUDITOR_SIGNING_PASSPHRASE", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the passphrase of encrypted keys.",
+    )
+
+
 class SampleSpec(_Strict):
     size: int = Field(default=20, ge=1, le=1_000_000)
     strategy: Literal["random", "stratified", "boundary", "misclassified"] = "stratified"
@@ -171,6 +181,7 @@ class Policy(_Strict):
     sample: SampleSpec = Field(default_factory=SampleSpec)
     explanations: list[ExplanationSpec] = Field(min_length=1)
     principal_reasons: PrincipalReasonsSpec | None = None
+    signing: SigningSpec | None = None
     report: ReportSpec = Field(default_factory=ReportSpec)
 
     _file: Path = PrivateAttr(default=Path("policy.yaml"))

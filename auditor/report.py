@@ -506,9 +506,14 @@ def _methods_view(evidence: Evidence) -> list[dict[str, Any]]:
 # --- rendering -----------------------------------------------------------------------------------------
 
 
-def render_html(evidence: Evidence, *, generated_at: datetime | None = None, templates: Path | None = None) -> str:
+def render_html(evidence: Evidence, *, generated_at: datetime | None = None, templates: Path | None = None,
+                signer: dict | None = None, evidence_sha256: str | None = None) -> str:
+    """The report. ``signer`` (Identity.describe()) and ``evidence_sha256`` fill the signature and
+    verification sections; without a signer the report says it is unsigned."""
     env = _environment(templates)
     view = build_view(evidence, generated_at=generated_at)
+    view["signer"] = signer
+    view["evidence_sha256"] = evidence_sha256
     css = (template_dir() / "report.css").read_text(encoding="utf-8")
     if templates and (templates / "report.css").is_file():
         css = (templates / "report.css").read_text(encoding="utf-8")

@@ -92,7 +92,8 @@ def test_run_writes_outputs_and_refuses_non_empty_out(tmp_path, write_policy):
     out = tmp_path / "audit"
     first = invoke("run", policy, "--out", out, "-q")
     assert first.exit_code == 0, first.output
-    assert sorted(p.name for p in out.iterdir()) == ["evidence.json", "evidence.schema.json", "report.html"]
+    assert sorted(p.name for p in out.iterdir()) == ["evidence.json", "evidence.schema.json", "manifest.json",
+                                                      "policy.yaml", "report.html"]
     before = (out / "evidence.json").read_bytes()
 
     again = invoke("run", policy, "--out", out, "-q")

@@ -1,0 +1,172 @@
+"""One audit run end to end, and its re-run: the order of steps, in one place.
+
+policy -> prepare -> evidence -> HTML -> PDF (signed) -> manifest (signed) -> atomic output folder.
+Signing happens last, on complete content; the folder appears under its name only when every file,
+the manifest signature included, is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .audit import ProgressFactory, prepare, run_audit
+from .errors import AuditorError, VerificationError
+from .evidence import Evidence, evidence_json_schema
+from .output import check_destination, write_atomically
+from .policy import load_policy
+from .provenance import MANIFEST, SIGNATURE, build_manifest, canonical_bytes, environment
+from .report import render_html, render_pdf
+from .signing import Identity, load_identity
+
+__all__ = ["RunOutcome", "RerunOutcome", "execute", "rerun", "resolve_identity"]
+
+
+@dataclass
+class RunOutcome:
+    out: Path
+    evidence: Evidence
+    manifest: dict
+    signed: bool
+    files: list[str]
+
+
+def _utc(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def resolve_identity(cli_identity: Path | None, policy) -> Identity | None:
+    """The identity from --identity, else the policy's ``signing.identity``; None if neither."""
+    signing = policy.signing
+    folder = cli_identity or (policy.resolve(signing.identity) if signing and signing.identity else None)
+    if folder is None:
+        return None
+    return load_identity(folder, signing.passphrase_env if signing else "AUDITOR_SIGNING_PASSPHRASE")
+
+
+def execute(policy_path: Path, *, out: Path, sample_size: int | None = None, seed: int | None = None,
+            force: bool = False, identity_dir: Path | None = None, progress: ProgressFactory | None = None,
+            say=lambda *a: None) -> RunOutcome:
+    started = datetime.now(timezone.utc)
+    policy = load_policy(policy_path)
+    check_destination(out, force=force)
+    identity = resolve_identity(identity_dir, policy)
+    prepared = prepare(policy)
+    for p in prepared:
+        say(f"  model {p.model.id} ({p.model.kind}) on {p.dataset.spec.id}: {p.dataset.n_rows} rows, "
+            f"{len(p.dataset.space.features)} features")
+    evidence = run_audit(policy, prepared, sample_size=sample_size, seed=seed, progress=progress)
+    evidence_bytes = evidence.to_json().encode("utf-8")
+    files: dict[str, bytes] = {
+        "evidence.json": evidence_bytes,
+        "evidence.schema.json": (json.dumps(evidence_json_schema(), indent=2) + "\n").encode("utf-8"),
+        "policy.yaml": policy.file.read_bytes(),
+    }
+    signer = identity.describe() if identity else None
+    say("  rendering HTML")
+    html = render_html(evidence, generated_at=started, signer=signer,
+                       evidence_sha256=hashlib.sha256(evidence_bytes).hexdigest())
+    if "html" in policy.report.formats:
+        files["report.html"] = html.encode("utf-8")
+    if "pdf" in policy.report.formats:
+        say("  rendering PDF")
+        pdf = render_pdf(html)
+        if identity:
+            say(f"  signing PDF as {identity.name}")
+            pdf = identity.sign_pdf(pdf, reason=f"Explainability audit {policy.audit.id}")
+        files["report.pdf"] = pdf
+    manifest = build_manifest(policy=policy, prepared=prepared, evidence=evidence, outputs=files,
+                              run_id=uuid.uuid4().hex, started=_utc(started),
+                              finished=_utc(datetime.now(timezone.utc)), signer=signer)
+    files[MANIFEST] = canonical_bytes(manifest)
+    if identity:
+        files[SIGNATURE] = identity.sign_manifest(files[MANIFEST])  # last: nothing partial is ever signed
+    write_atomically(out, files, force=force)
+    return RunOutcome(out, evidence, manifest, identity is not None, sorted(files))
+
+
+@dataclass
+class RerunOutcome:
+    identical: bool
+    changed_inputs: list[str]
+    environment_differences: list[str]
+    first_difference: str | None
+
+
+def _first_difference(a, b, path: str = "") -> str | None:
+    if type(a) is not type(b):
+        return path or "(top level)"
+    if isinstance(a, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            if key not in a or key not in b:
+                return f"{path}.{key}".lstrip(".")
+            found = _first_difference(a[key], b[key], f"{path}.{key}")
+            if found:
+                return found.lstrip(".")
+        return None
+    if isinstance(a, list):
+        if len(a) != len(b):
+            return f"{path} (length {len(a)} vs {len(b)})"
+        for i, (x, y) in enumerate(zip(a, b)):
+            found = _first_difference(x, y, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return None if a == b else (path.lstrip(".") or "(value)")
+
+
+def rerun(folder: Path, *, progress: ProgressFactory | None = None, say=lambda *a: None) -> RerunOutcome:
+    """Re-run the audit recorded in ``folder`` and compare the evidence byte for byte."""
+    from .models import file_sha256
+
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_bytes())
+        recorded_evidence = (folder / "evidence.json").read_bytes()
+    except (OSError, ValueError):
+        raise AuditorError(f"{folder}: no readable {MANIFEST} and evidence.json",
+                           hint="point to the output folder of an `auditor run`") from None
+    inputs = manifest["inputs"]
+    policy_path = Path(inputs["policy"]["path"])
+    changed = []
+    if not policy_path.is_file():
+        raise AuditorError(f"{policy_path}: the recorded policy file is gone", hint="restore it to re-run the audit")
+    if file_sha256(policy_path) != inputs["policy"]["sha256"]:
+        changed.append(f"policy {policy_path}")
+    for item in inputs["models"] + inputs["datasets"]:
+        if "path" in item:
+            path = Path(item["path"])
+            if not path.is_file():
+                changed.append(f"{item['id']}: {path} is missing")
+            elif file_sha256(path) != item["sha256"]:
+                changed.append(f"{item['id']}: {path}")
+    now = environment()
+    env_diff = [f"{k}: {v} (recorded) vs {now['packages'].get(k)} (now)"
+                for k, v in manifest["environment"]["packages"].items() if now["packages"].get(k) != v]
+    if now["python"] != manifest["environment"]["python"]:
+        env_diff.append(f"python: {manifest['environment']['python']} (recorded) vs {now['python']} (now)")
+    if any(c.startswith("policy ") or "missing" in c for c in changed):
+        return RerunOutcome(False, changed, env_diff, None)
+    policy = load_policy(policy_path)
+    prepared = prepare(policy)
+    overrides = inputs.get("overrides", {})
+    evidence = run_audit(policy, prepared, sample_size=overrides.get("sample.size"),
+                         seed=overrides.get("sample.seed"), progress=progress)
+    fresh = evidence.to_json().encode("utf-8")
+    if fresh == recorded_evidence:
+        return RerunOutcome(True, changed, env_diff, None)
+    try:
+        first = _first_difference(json.loads(recorded_evidence), json.loads(fresh))
+    except ValueError:
+        first = "evidence.json is not valid JSON"
+    return RerunOutcome(False, changed, env_diff, first)
+
+
+def raise_if_invalid(verification) -> None:
+    if not verification.ok:
+        files = ", ".join(dict.fromkeys(verification.failed_files)) or verification.target
+        raise VerificationError(f"verification failed: {files}")

@@ -99,10 +99,9 @@ def verify_folder(folder: str | Path, *, public_key: Path | None = None, cert: P
         who = "the pinned public key" if public_key else "the key recorded in the manifest (not pinned)"
         result.add("manifest signature", True, f"Ed25519 signature over {MANIFEST} verifies with {who}")
     except InvalidSignature:
-        culprit = MANIFEST if public_key is None else None
         reason = ("does not match the pinned public key: signed by someone else, or the manifest changed"
                   if public_key else "does not verify: manifest.json or manifest.sig changed")
-        result.add("manifest signature", False, f"signature {reason}", culprit or SIGNATURE)
+        result.add("manifest signature", False, f"signature {reason}", f"{MANIFEST} or {SIGNATURE}")
         return result
 
     listed = manifest.get("outputs", {})

@@ -65,7 +65,7 @@ def prepare(policy: Policy) -> list[Prepared]:
     for pair in policy.audited:
         if pair.dataset not in datasets:
             try:
-                datasets[pair.dataset] = load_dataset(policy.dataset(pair.dataset), policy)
+                datasets[pair.dataset] = _load_any_dataset(policy.dataset(pair.dataset), policy)
             except DataError as exc:
                 problem("datasets", pair.dataset, exc)
                 datasets[pair.dataset] = None  # type: ignore[assignment]
@@ -81,18 +81,22 @@ def prepare(policy: Policy) -> list[Prepared]:
             backgrounds[key] = dataset
         elif key not in backgrounds:
             try:
-                backgrounds[key] = load_dataset(policy.dataset(bg_id), policy, space=dataset.space)
+                backgrounds[key] = _load_any_dataset(policy.dataset(bg_id), policy, like=dataset)
             except DataError as exc:
                 problem("datasets", bg_id, exc)
                 backgrounds[key] = None  # type: ignore[assignment]
         try:  # checked even when the background failed, so every problem is reported at once
-            model = load_model(policy.model(pair.model), policy, dataset)
+            model = _load_any_model(policy.model(pair.model), policy, dataset)
         except ModelError as exc:
             problem("models", pair.model, exc)
             continue
         for i, spec in enumerate(policy.explanations):
-            if spec.models is None or pair.model in spec.models:
-                for field, message, fix in EXPLAINERS[spec.type].check(spec, dataset.space):
+            cls = EXPLAINERS[spec.type]
+            if spec.models is not None and pair.model in spec.models and cls.not_applicable(model):
+                problems.append(Problem(file, f"explanations[{i}].models", cls.not_applicable(model),
+                                        "remove the model from this explanation", _line(lines, ("explanations", i, "models"))))
+            elif (spec.models is None or pair.model in spec.models) and cls.applies_to(model):
+                for field, message, fix in cls.check(spec, model):
                     loc = ("explanations", i, *field.replace("[", ".").replace("]", "").split("."))
                     problems.append(Problem(file, f"explanations[{i}].{field}", message, fix,
                                             _line(lines, loc)))
@@ -102,6 +106,37 @@ def prepare(policy: Policy) -> list[Prepared]:
         unique = list(dict.fromkeys(problems))
         raise PolicyError(unique)
     return prepared
+
+
+def _load_any_dataset(spec, policy, like=None):
+    """A tabular, image or text dataset; a background must be of the same kind as the data it serves."""
+    if like is not None and spec.kind != like.kind:
+        raise DataError(f"datasets[{spec.id}]: a {spec.kind} dataset cannot be the background of a {like.kind} one",
+                        hint="use a dataset of the same kind")
+    if spec.kind == "image":
+        from .images import load_image_dataset
+
+        return load_image_dataset(spec, policy)
+    if spec.kind == "text":
+        from .texts import load_text_dataset
+
+        return load_text_dataset(spec, policy)
+    return load_dataset(spec, policy, space=like.space if like is not None else None)
+
+
+def _load_any_model(spec, policy, dataset):
+    if dataset.kind == "image":
+        from .images import load_image_model
+
+        return load_image_model(spec, policy, dataset)
+    if dataset.kind == "text":
+        from .texts import load_text_model
+
+        return load_text_model(spec, policy, dataset)
+    if spec.format in ("state_dict", "huggingface"):
+        raise ModelError(f"model {spec.id!r}: format {spec.format} is for image or text data, and dataset "
+                         f"{dataset.spec.id!r} is tabular", hint="use skops or torchscript for tabular models")
+    return load_model(spec, policy, dataset)
 
 
 def _line(lines: dict, loc: tuple) -> int | None:
@@ -127,7 +162,8 @@ def run_audit(
     seed = seed if seed is not None else policy.sample.seed
     if size < 1:
         raise DataError("the sample size must be at least 1", hint="pass --sample N with N >= 1")
-    subjects = [_audit_subject(policy, p, size, seed, progress) for p in prepared]
+    subjects = [(_audit_subject if p.dataset.kind == "tabular" else _audit_media_subject)(policy, p, size, seed, progress)
+                for p in prepared]
     warnings = [w for p in prepared for w in p.model.warnings]
     policy_dump = canonical_json(policy)
     return Evidence(
@@ -158,9 +194,8 @@ def _audit_subject(policy: Policy, prep: Prepared, size: int, seed: int, progres
         cls = EXPLAINERS[spec.type]
         if spec.models is not None and model.id not in spec.models:
             continue
-        if not cls.applies_to(model):
-            skipped.append(SkippedMethod(name=spec.name, reason=f"{cls.title} needs a PyTorch model; "
-                                         f"{model.id!r} is {model.kind}."))
+        if cls.not_applicable(model):
+            skipped.append(SkippedMethod(name=spec.name, reason=cls.not_applicable(model)))
             continue
         explainer = cls(spec)
         advance = progress(f"{spec.name} · {model.id}", len(batch) if cls.scope == "local" else 1) if progress else None
@@ -226,6 +261,77 @@ def _audit_subject(policy: Policy, prep: Prepared, size: int, seed: int, progres
     )
 
 
+def _png_base64(pixels: np.ndarray) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", optimize=False)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _audit_media_subject(policy: Policy, prep: Prepared, size: int, seed: int,
+                         progress: ProgressFactory | None) -> Subject:
+    """An image or text model on its dataset: performance, sample, per-decision explanations."""
+    model, data = prep.model, prep.dataset
+    inputs = list(data.X) if data.kind == "text" else data.X
+    proba = model.predict_proba(inputs)
+    performance = measure_performance(proba, data.y, model.classes, model.class_names, model.positive_index)
+    sample = draw_sample(policy.sample.strategy, size, seed, y_true=data.y, proba=proba,
+                         classes=model.classes, ids=data.ids)
+    rows = sample.rows
+    batch = Batch(X=data.X[rows], ids=[data.ids[r] for r in rows], y=data.y[rows],
+                  masks=None if getattr(data, "masks", None) is None else data.masks[rows],
+                  rationales=None if getattr(data, "rationales", None) is None
+                  else [data.rationales[r] for r in rows])
+    local: dict[str, list] = {}
+    methods: list[MethodRecord] = []
+    skipped: list[SkippedMethod] = []
+    for spec in policy.explanations:
+        cls = EXPLAINERS[spec.type]
+        if spec.models is not None and model.id not in spec.models:
+            continue
+        reason = cls.not_applicable(model) or (None if cls.scope == "local" else
+                                               f"{cls.title} is a global method for tabular models.")
+        if reason:
+            skipped.append(SkippedMethod(name=spec.name, reason=reason))
+            continue
+        advance = progress(f"{spec.name} · {model.id}", len(batch)) if progress else None
+        results, parameters = cls(spec).explain(model, batch, background=prep.background.X, seed=seed, progress=advance)
+        methods.append(MethodRecord(name=spec.name, type=spec.type, title=cls.title, scope=cls.scope,
+                                    spec=spec.model_dump(mode="json"), parameters=parameters))
+        local[spec.name] = results
+    decisions = []
+    for k, r in enumerate(rows):
+        predicted = model.classes[int(proba[r].argmax())]
+        extra = {}
+        if data.kind == "image":
+            extra["image_png"] = _png_base64((data.X[r].transpose(1, 2, 0) * 255).round().astype(np.uint8))
+            extra["image_file"] = str(data.files[r].relative_to(data.file.parent))
+            if data.masks is not None:
+                extra["mask_png"] = _png_base64(data.masks[r].astype(np.uint8) * 255)
+        else:
+            extra["text"] = str(data.X[r])
+        decisions.append(Decision(
+            id=data.ids[r], row=int(r), values={}, true_label=data.y[r], predicted_label=predicted,
+            probabilities={str(c): float(p) for c, p in zip(model.classes, proba[r])},
+            correct=predicted == data.y[r], explanations={n: res[k] for n, res in local.items()}, **extra,
+        ))
+    return Subject(
+        model=_model_info(model),
+        dataset=_dataset_info(data),
+        background=prep.background.spec.id,
+        sample=SampleInfo(strategy=sample.strategy, seed=seed, requested=sample.requested,
+                          available=sample.available, size=len(rows), note=sample.note),
+        performance=performance,
+        methods=methods,
+        skipped=skipped,
+        decisions=decisions,
+    )
+
+
 def attribution_values(result, names: list[str]) -> np.ndarray:
     """A local result's per-feature values in feature order (features LIME left out count as 0)."""
     values = getattr(result, "attributions", None)
@@ -259,7 +365,12 @@ def _model_info(model: ModelAdapter) -> ModelInfo:
                      description=spec.description, warnings=model.warnings)
 
 
-def _dataset_info(data: Dataset) -> DatasetInfo:
+def _dataset_info(data) -> DatasetInfo:
+    if data.kind != "tabular":
+        return DatasetInfo(id=data.spec.id, kind=data.kind, source=data.source, sha256=file_sha256(data.file),
+                           rows=data.n_rows, target=data.spec.target,
+                           class_counts={str(k): v for k, v in data.class_counts.items()}, features=[],
+                           unused_columns=data.unused_columns, description=data.spec.description)
     return DatasetInfo(
         id=data.spec.id, source=data.source, sha256=file_sha256(data.file) if data.file else None,
         rows=data.n_rows, target=data.spec.target,

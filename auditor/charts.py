@@ -9,6 +9,7 @@ through :func:`_plain` so a dataset's strings cannot inject mathtext or markup.
 from __future__ import annotations
 
 import io
+import itertools
 import re
 
 import matplotlib
@@ -17,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from markupsafe import Markup  # noqa: E402
 
-__all__ = ["attribution_chart", "calibration_chart", "importance_chart"]
+__all__ = ["attention_chart", "attribution_chart", "calibration_chart", "image_row", "importance_chart", "token_chart"]
 
 POSITIVE = "#b2182b"  # pushes towards the class of interest
 NEGATIVE = "#2166ac"  # pushes away from it
@@ -43,14 +44,38 @@ def _plain(text: str, limit: int = 34) -> str:
     return text.replace("\\", "\\\\").replace("$", r"\$")
 
 
-def _to_svg(fig) -> Markup:
+_serial = itertools.count(1)
+
+
+def reset_ids() -> None:
+    """Restart chart id prefixes: called once per report so the same evidence gives the same HTML."""
+    global _serial
+    _serial = itertools.count(1)
+
+
+def _unique_ids(svg: str) -> str:
+    """Prefix every id (and reference to it) with a per-chart serial: matplotlib repeats ids like
+    'axes_1' and content-hashed clip paths in every figure, and duplicate ids in one HTML document
+    are invalid (WeasyPrint then fails to draw figures that reference them)."""
+    prefix = f"c{next(_serial)}-"
+    svg = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m.group(1)}"', svg)
+    svg = re.sub(r'url\(#([^)]+)\)', lambda m: f"url(#{prefix}{m.group(1)})", svg)
+    return re.sub(r'xlink:href="#([^"]+)"', lambda m: f'xlink:href="#{prefix}{m.group(1)}"', svg)
+
+
+def _to_svg(fig, width_mm: float | None = None) -> Markup:
+    """The figure as inline SVG that scales with its container (or has a fixed printed width)."""
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     plt.close(fig)
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
+    svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
+    svg = _unique_ids(svg)
     # Scale with the container: drop the fixed pt size, keep the viewBox.
-    svg = re.sub(r'<svg([^>]*?) width="[^"]+" height="[^"]+"', r'<svg\1 class="chart" preserveAspectRatio="xMinYMin meet"', svg, count=1)
+    style = f' style="width: {width_mm:.0f}mm"' if width_mm else ""
+    svg = re.sub(r'<svg([^>]*?) width="[^"]+" height="[^"]+"',
+                 rf'<svg\1 class="chart"{style} preserveAspectRatio="xMinYMin meet"', svg, count=1)
     return Markup(svg)  # matplotlib XML-escapes all text it writes
 
 
@@ -105,4 +130,95 @@ def calibration_chart(bins: list[tuple[float, float, int]], *, positive: str, wi
         ax.set_xlabel(_plain(f"Predicted P({positive})", 50))
         ax.set_ylabel(_plain(f"Observed share {positive}", 50))
         ax.legend(loc="upper left", frameon=False)
+        return _to_svg(fig)
+
+
+def image_row(original: "np.ndarray", panels: list[tuple[str, "np.ndarray", str]], *, mask=None,
+              segments=None, positive=None, negative=None, panel_in: float = 2.2) -> Markup:
+    """One method's maps for one image: the original (with the ground-truth outline), then one panel per
+    target (map over a grey copy of the image, with a colour bar). ``kind`` per panel: 'signed'
+    (diverging colours around 0) or 'positive'. With ``segments`` (LIME) the last panel outlines the
+    segments for (green) and against (red) the first target.
+    """
+    import numpy as np
+    from matplotlib import colormaps
+    from matplotlib.ticker import FuncFormatter
+    from skimage.segmentation import find_boundaries
+
+    n = 1 + len(panels) + (1 if segments is not None else 0)
+    width_in = panel_in * n
+    grey = original.mean(axis=2, keepdims=True).repeat(3, axis=2) / 255.0
+    outline = None
+    if mask is not None and mask.any():  # a raster outline: WeasyPrint cannot draw matplotlib's contour paths
+        outline = np.zeros(mask.shape + (4,))
+        outline[find_boundaries(mask, mode="outer")] = (0.0, 0.9, 1.0, 1.0)
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(1, n, figsize=(width_in, width_in / n * 1.05 + 0.25), squeeze=False)
+        fig.subplots_adjust(left=0.01, right=0.97, top=0.86, bottom=0.02, wspace=0.32)
+        axes = axes[0]
+        axes[0].imshow(original, interpolation="nearest")
+        if outline is not None:
+            axes[0].imshow(outline, interpolation="nearest")
+        axes[0].set_title("input" + (" + ground truth" if outline is not None else ""), fontsize=7)
+        for ax, (title, values, kind) in zip(axes[1:], panels):
+            ax.imshow(grey, interpolation="nearest")
+            if kind == "signed":
+                lim = float(np.abs(values).max()) or 1.0
+                im = ax.imshow(values, cmap=colormaps["RdBu_r"], vmin=-lim, vmax=lim, alpha=0.7, interpolation="nearest")
+            else:
+                im = ax.imshow(values, cmap=colormaps["inferno"], vmin=0, vmax=float(values.max()) or 1.0, alpha=0.65,
+                               interpolation="bilinear")
+            if outline is not None:
+                ax.imshow(outline, interpolation="nearest")
+            ax.set_title(_plain(title, 40), fontsize=7)
+            bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+            bar.ax.tick_params(labelsize=5.5, length=2)
+            bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+        if segments is not None:
+            ax = axes[-1]
+            shown = original.astype(float) / 255.0
+            overlay = shown.copy()
+            for ids, colour in ((positive or [], (0.1, 0.75, 0.2)), (negative or [], (0.85, 0.1, 0.1))):
+                region = np.isin(segments, ids)
+                overlay[region] = 0.55 * overlay[region] + 0.45 * np.array(colour)
+            overlay[find_boundaries(segments)] = (1.0, 1.0, 0.0)
+            ax.imshow(overlay, interpolation="nearest")
+            ax.set_title("segments: for / against", fontsize=7)
+        for ax in axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        return _to_svg(fig, width_mm=min(178.0, 25.4 * width_in))
+
+
+def token_chart(items: list[tuple[str, float]], *, xlabel: str, width_in: float = 3.3) -> Markup:
+    """Token importance: horizontal diverging bars, largest |value| first."""
+    return attribution_chart(items, xlabel=xlabel, width_in=width_in)
+
+
+def attention_chart(tokens: list[str], cls_attention, *, width_in: float = 6.6) -> Markup:
+    """Attention from [CLS] to every token, one row per layer and head (layers separated by lines).
+
+    The colour scale saturates at the largest attention to an ordinary token: [CLS] and [SEP] columns,
+    which draw most attention, show as black."""
+    import numpy as np
+
+    matrix = np.asarray(cls_attention, dtype=float)  # L x H x T
+    layers, heads, n = matrix.shape
+    rows = matrix.reshape(layers * heads, n)
+    height = min(7.5, 0.9 + 0.055 * layers * heads)
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(width_in, height))
+        fig.subplots_adjust(left=0.08, right=0.9, top=0.97, bottom=max(0.12, 0.75 / height))
+        # [CLS] and [SEP] draw most attention; scale to the other tokens so their pattern is visible.
+        ordinary = [i for i, t in enumerate(tokens) if t not in ("[CLS]", "[SEP]", "<s>", "</s>")] or list(range(n))
+        top = float(rows[:, ordinary].max()) or 1.0
+        im = ax.imshow(rows, aspect="auto", cmap="Greys", vmin=0, vmax=top, interpolation="nearest")
+        for layer in range(1, layers):
+            ax.axhline(layer * heads - 0.5, color="#b2182b", linewidth=0.5)
+        ax.set_yticks([layer * heads + heads / 2 - 0.5 for layer in range(layers)],
+                      [f"layer {layer + 1}" for layer in range(layers)], fontsize=6)
+        ax.set_xticks(range(n), [_plain(t, 14) for t in tokens], rotation=70, fontsize=5.5, ha="right")
+        ax.tick_params(length=0)
+        bar = fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
+        bar.ax.tick_params(labelsize=5.5)
         return _to_svg(fig)

@@ -109,6 +109,7 @@ class Dataset:
     y: np.ndarray  # labels (object array of Python ints/strs)
     ids: np.ndarray  # stable decision ids (object array)
     unused_columns: list[str]
+    kind: str = "tabular"
 
     @property
     def n_rows(self) -> int:

@@ -13,7 +13,10 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field
 
+from .explainers.attention import AttentionResult
 from .explainers.counterfactuals import CounterfactualsResult
+from .explainers.image_maps import ImageMapResult
+from .explainers.text_attribution import TokenAttributionResult
 from .explainers.integrated_gradients import IntegratedGradientsResult
 from .explainers.lime_tabular import LimeResult
 from .explainers.permutation import PermutationImportanceResult
@@ -37,8 +40,8 @@ __all__ = [
 
 EVIDENCE_VERSION = "1.0"
 
-LocalResult = Annotated[Union[IntegratedGradientsResult, LimeResult, CounterfactualsResult],
-                        Field(discriminator="method")]
+LocalResult = Annotated[Union[IntegratedGradientsResult, LimeResult, CounterfactualsResult, ImageMapResult,
+                              TokenAttributionResult, AttentionResult], Field(discriminator="method")]
 GlobalResult = Annotated[Union[PermutationImportanceResult, RulesResult], Field(discriminator="method")]
 Label = Union[int, str]
 
@@ -67,6 +70,7 @@ class ModelInfo(BaseModel):
 
 class DatasetInfo(BaseModel):
     id: str
+    kind: Literal["tabular", "image", "text"] = "tabular"
     source: str
     sha256: str | None = Field(description="Of the file; None for a dataset bundled with a package.")
     rows: int
@@ -113,6 +117,10 @@ class Decision(BaseModel):
     id: Label = Field(description="Stable id: the id column's value, or the row number in the dataset file.")
     row: int
     values: dict[str, float | str] = Field(description="Feature values as in the data (categories by name).")
+    image_png: str | None = Field(default=None, description="Image data: the input image, PNG, base64.")
+    image_file: str | None = Field(default=None, description="Image data: the file, relative to the dataset CSV.")
+    mask_png: str | None = Field(default=None, description="Image data: the ground-truth mask, PNG, base64.")
+    text: str | None = Field(default=None, description="Text data: the input text.")
     true_label: Label
     predicted_label: Label
     probabilities: dict[str, float] = Field(description="Per class label (as text).")

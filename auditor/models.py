@@ -18,7 +18,7 @@ from .datasets import Dataset, FeatureSpace, python_label
 from .errors import ModelError
 from .policy import ModelSpec, Policy
 
-__all__ = ["ModelAdapter", "load_model", "file_sha256"]
+__all__ = ["ModelAdapter", "load_model", "file_sha256", "path_sha256"]
 
 # Types a skops file may hold without the policy listing them: scikit-learn's own estimators and
 # numpy/builtin containers. Anything else (a custom class, a third-party estimator) must be listed
@@ -27,6 +27,17 @@ _TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "scipy.sparse.")
 _TRUSTED_EXACT = {"collections.OrderedDict", "collections.defaultdict"}
 
 PREDICT_BATCH = 65_536  # rows scored per model call; bounds memory for LIME's perturbations etc.
+
+
+def path_sha256(path: Path) -> str:
+    """SHA-256 of a file, or of a model folder: every file's relative name and digest, in sorted order."""
+    path = Path(path)
+    if not path.is_dir():
+        return file_sha256(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode() + b"\0" + file_sha256(f).encode() + b"\n")
+    return h.hexdigest()
 
 
 def file_sha256(path: Path) -> str:
@@ -49,6 +60,7 @@ class ModelAdapter:
     sha256: str
     warnings: list[str] = field(default_factory=list)
     input_groups: list[list[int]] = field(default_factory=list)  # torch: input columns per feature
+    modality: str = "tabular"
 
     @property
     def id(self) -> str:

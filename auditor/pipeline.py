@@ -57,8 +57,9 @@ def execute(policy_path: Path, *, out: Path, sample_size: int | None = None, see
     identity = resolve_identity(identity_dir, policy)
     prepared = prepare(policy)
     for p in prepared:
-        say(f"  model {p.model.id} ({p.model.kind}) on {p.dataset.spec.id}: {p.dataset.n_rows} rows, "
-            f"{len(p.dataset.space.features)} features")
+        shape = (f"{len(p.dataset.space.features)} features" if p.dataset.kind == "tabular"
+                 else f"{p.dataset.kind} data")
+        say(f"  model {p.model.id} ({p.model.kind}) on {p.dataset.spec.id}: {p.dataset.n_rows} rows, {shape}")
     evidence = run_audit(policy, prepared, sample_size=sample_size, seed=seed, progress=progress)
     evidence_bytes = evidence.to_json().encode("utf-8")
     files: dict[str, bytes] = {
@@ -121,7 +122,7 @@ def _first_difference(a, b, path: str = "") -> str | None:
 
 def rerun(folder: Path, *, progress: ProgressFactory | None = None, say=lambda *a: None) -> RerunOutcome:
     """Re-run the audit recorded in ``folder`` and compare the evidence byte for byte."""
-    from .models import file_sha256
+    from .models import file_sha256, path_sha256
 
     folder = Path(folder)
     try:
@@ -140,9 +141,9 @@ def rerun(folder: Path, *, progress: ProgressFactory | None = None, say=lambda *
     for item in inputs["models"] + inputs["datasets"]:
         if "path" in item:
             path = Path(item["path"])
-            if not path.is_file():
+            if not path.exists():
                 changed.append(f"{item['id']}: {path} is missing")
-            elif file_sha256(path) != item["sha256"]:
+            elif path_sha256(path) != item["sha256"]:
                 changed.append(f"{item['id']}: {path}")
     now = environment()
     env_diff = [f"{k}: {v} (recorded) vs {now['packages'].get(k)} (now)"

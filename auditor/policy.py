@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .errors import PolicyError, Problem
 from .explainers import EXPLAINERS, SPECS
@@ -58,10 +58,23 @@ class AuditInfo(_Strict):
     risk_tier: str | None = Field(default=None, description="Model risk tier in the inventory (finance).")
 
 
+class ArchitectureSpec(_Strict):
+    file: Path = Field(description="Python file defining the model class (relative to the policy). Runs as code.")
+    class_name: str = Field(alias="class", description="The nn.Module subclass to instantiate.")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
 class ModelSpec(_Strict):
     id: str = Field(pattern=ID_PATTERN)
     path: Path
-    format: Literal["skops", "torchscript", "pickle", "joblib"]
+    format: Literal["skops", "torchscript", "state_dict", "huggingface", "pickle", "joblib"] = Field(
+        description="skops (scikit-learn), torchscript or state_dict + architecture (PyTorch), huggingface "
+        "(a local transformers folder), pickle/joblib (needs trust: pickle)."
+    )
+    architecture: ArchitectureSpec | None = Field(
+        default=None, description="state_dict only: the Python class whose weights the file holds."
+    )
+    max_length: int = Field(default=64, ge=8, le=512, description="huggingface only: tokens per text.")
     task: Literal["classification"] = "classification"
     classes: list[Label] | None = Field(
         default=None,
@@ -121,8 +134,30 @@ class DatasetSpec(_Strict):
     id_column: str | None = Field(
         default=None, description="Column with a stable decision id; default: the row number in the file."
     )
-    features: list[FeatureSpec] = Field(min_length=1)
+    kind: Literal["tabular", "image", "text"] = Field(
+        default="tabular",
+        description="tabular: one row per decision; image: a CSV listing PNG files; text: a CSV with a text column.",
+    )
+    features: list[FeatureSpec] = Field(default_factory=list, description="Tabular only: the model's input columns.")
+    image_column: str = Field(default="file", description="Image only: column with the PNG path (relative to the CSV).")
+    mask_column: str | None = Field(
+        default=None, description="Image only: column with a ground-truth mask PNG (scores image explanations)."
+    )
+    text_column: str = Field(default="text", description="Text only: column with the text.")
+    rationale_columns: tuple[str, str] | None = Field(
+        default=None, description="Text only: start and end character of the ground-truth rationale span."
+    )
     description: str | None = None
+
+    @model_validator(mode="after")
+    def _features_for_tables(self):
+        if self.kind == "tabular" and not self.features:
+            raise ValueError("a tabular dataset needs 'features' (its input columns)")
+        if self.kind != "tabular" and self.features:
+            raise ValueError(f"'features' are for tabular data; an {self.kind} dataset has none")
+        if self.kind != "tabular" and self.source is not None:
+            raise ValueError(f"an {self.kind} dataset is read from 'path' (a CSV), not a bundled 'source'")
+        return self
 
 
 class AuditedPair(_Strict):
@@ -341,8 +376,14 @@ def _reference_problems(policy: Policy, file: str, lines: dict) -> list[Problem]
                 f"{m.format} files can run arbitrary code when loaded and are refused by default",
                 "save the model with skops (scikit-learn) or TorchScript (PyTorch), or, if you trust the "
                 "file's origin, add 'trust: pickle' to this model")
-        if m.format == "torchscript" and not m.classes:
-            add(("models", i, "format"), "a TorchScript model needs 'classes' (labels in output order)",
+        if m.format == "state_dict" and m.architecture is None:
+            add(("models", i, "format"), "a state_dict needs 'architecture' (the Python class it belongs to)",
+                "add architecture: {file: model.py, class: MyNet}")
+        if m.architecture is not None and not policy.resolve(m.architecture.file).is_file():
+            add(("models", i, "architecture", "file"), f"file not found: {policy.resolve(m.architecture.file)}",
+                "correct the path (relative to the policy file's folder)")
+        if m.format in ("torchscript", "state_dict") and not m.classes:
+            add(("models", i, "format"), "a PyTorch model needs 'classes' (labels in output order)",
                 "add classes: [<label of output 0>, <label of output 1>, ...]")
         if m.class_names and m.classes and len(m.class_names) != len(m.classes):
             add(("models", i, "class_names"),
@@ -384,12 +425,13 @@ def _reference_problems(policy: Policy, file: str, lines: dict) -> list[Problem]
             elif mid not in audited_models:
                 add(("explanations", i, "models", j), f"model {mid!r} is not listed under 'audited'",
                     "audit the model on a dataset, or remove it here")
-            elif cls.requires == "torch" and policy.model(mid).format != "torchscript":
+            elif cls.requires == "torch" and policy.model(mid).format not in ("torchscript", "state_dict", "huggingface"):
                 add(("explanations", i, "models", j),
                     f"{spec.type} needs a PyTorch model (gradients); {mid!r} is {policy.model(mid).format}",
                     "remove the model from this explanation, or use a model-agnostic method such as lime")
         if spec.models is None and cls.requires == "torch" and not any(
-            policy.model(p.model).format == "torchscript" for p in policy.audited if p.model in model_ids
+            policy.model(p.model).format in ("torchscript", "state_dict", "huggingface")
+            for p in policy.audited if p.model in model_ids
         ):
             add(("explanations", i, "type"), f"{spec.type} needs a PyTorch model and none is audited",
                 "audit a TorchScript model, or remove this explanation")
@@ -420,7 +462,8 @@ def _file_problems(data: dict, base: Path, file: str, lines: dict) -> list[Probl
             if not isinstance(raw, str) or not raw:
                 continue
             path = Path(raw) if Path(raw).is_absolute() else base / raw
-            if not path.is_file():
+            folder_ok = kind == "models" and item.get("format") == "huggingface" and path.is_dir()
+            if not path.is_file() and not folder_ok:
                 loc = (kind, i, "path")
                 problems.append(Problem(file, f"{kind}[{i}].path", f"file not found: {path}",
                                         "correct the path (relative paths are resolved from the policy file's folder)",

@@ -65,6 +65,49 @@ METHOD_NOTES = {
                    "range, categorical 0 or 1; lower is closer), sparsity (features changed) and diversity (mean "
                    "distance between a decision's counterfactuals).",
     },
+    "gradcam": {
+        "cite": "R. R. Selvaraju et al. Grad-CAM: Visual Explanations from Deep Networks via Gradient-based "
+                "Localization. ICCV 2017.",
+        "how": "Weights a convolutional layer's activations by the averaged gradients of the target class and keeps the "
+               "positive part, upsampled to the image (Captum LayerGradCam). Coarse: its resolution is the layer's.",
+        "quality": "Scored against ground-truth masks where the data has them: the pointing game (is the map's maximum "
+                   "inside the finding, within 3 pixels?) and the share of the map's mass inside the finding.",
+    },
+    "lrp": {
+        "cite": "S. Bach et al. On Pixel-Wise Explanations for Non-Linear Classifier Decisions by Layer-Wise Relevance "
+                "Propagation. PLoS ONE 2015.",
+        "how": "Redistributes the target class's logit backwards through the network with relevance-conserving rules "
+               "(Captum LRP, epsilon rule).",
+        "quality": "Relevance minus the explained logit (biases absorb part of it), and the same ground-truth scores as "
+                   "Grad-CAM.",
+    },
+    "lime_image": {
+        "cite": "M. T. Ribeiro, S. Singh, C. Guestrin. \"Why Should I Trust You?\" KDD 2016.",
+        "how": "Cuts the image into superpixels (SLIC) and fits a weighted linear model of the class probability on "
+               "which segments are kept (lime package). Segments for and against the class are outlined.",
+        "quality": "Local fit R², and the ground-truth scores.",
+    },
+    "layer_integrated_gradients": {
+        "cite": "M. Sundararajan, A. Taly, Q. Yan. Axiomatic Attribution for Deep Networks. ICML 2017.",
+        "how": "Integrated Gradients through the embedding layer's output (Captum LayerIntegratedGradients), from a "
+               "baseline text whose tokens between [CLS] and [SEP] are all [PAD]; each token's attribution is summed over "
+               "the embedding dimensions.",
+        "quality": "Convergence delta (completeness gap), and, where the data marks a rationale, the share of positive "
+                   "attribution on its tokens.",
+    },
+    "lime_text": {
+        "cite": "M. T. Ribeiro, S. Singh, C. Guestrin. \"Why Should I Trust You?\" KDD 2016.",
+        "how": "Removes words at random, rescores the texts and fits a weighted linear model over word presence "
+               "(lime package).",
+        "quality": "Local fit R², and the share of positive weight on the ground-truth rationale.",
+    },
+    "attention": {
+        "cite": "S. Abnar, W. Zuidema. Quantifying Attention Flow in Transformers. ACL 2020; S. Jain, B. C. Wallace. "
+                "Attention is not Explanation. NAACL 2019.",
+        "how": "Shows the attention weights from [CLS] to every token for every head of every layer, and attention "
+               "rollout: head-averaged attention mixed with the residual connection, multiplied through the layers.",
+        "quality": "None: attention describes where the model looks, not what drives its output. It is not attribution.",
+    },
     "permutation_importance": {
         "cite": "L. Breiman. Random Forests. Machine Learning 45, 2001; A. Fisher, C. Rudin, F. Dominici. All Models "
                 "are Wrong, but Many are Useful. JMLR 2019.",
@@ -142,6 +185,7 @@ def build_view(evidence: Evidence, *, generated_at: datetime | None = None) -> d
     """Everything the templates show, as display-ready values."""
     audit = evidence.audit
     generated_at = generated_at or datetime.now(timezone.utc)
+    charts.reset_ids()
     subjects = [_subject_view(evidence, s) for s in evidence.subjects]
     return {
         "audit": audit,
@@ -167,14 +211,7 @@ def _class_name(model, label) -> str:
     return model.class_names[model.classes.index(label)] if label in model.classes else str(label)
 
 
-def _subject_view(evidence: Evidence, s) -> dict[str, Any]:
-    model, data, perf = s.model, s.dataset, s.performance
-    top_n = evidence.policy["report"]["top_features"]
-    labels = {f.name: f.display_name for f in data.features}
-    positive = _class_name(model, model.positive_class)
-    anchor = _anchor("subject", model.id, data.id)
-    binary = len(model.classes) == 2
-
+def _performance_view(perf, model, positive: str) -> dict[str, Any]:
     confusion = {
         "headers": model.class_names,
         "rows": [{"name": model.class_names[i], "cells": row, "total": sum(row)}
@@ -182,7 +219,7 @@ def _subject_view(evidence: Evidence, s) -> dict[str, Any]:
     }
     per_class = [{"name": c.name, "precision": _pct(c.precision), "recall": _pct(c.recall), "f1": _num(c.f1),
                   "support": c.support} for c in perf.per_class]
-    performance = {
+    return {
         "rows": perf.rows,
         "accuracy": _pct(perf.accuracy),
         "balanced_accuracy": _pct(perf.balanced_accuracy),
@@ -195,6 +232,59 @@ def _subject_view(evidence: Evidence, s) -> dict[str, Any]:
             [(b.mean_predicted, b.observed, b.count) for b in perf.calibration], positive=positive
         ) if perf.calibration else None,
     }
+
+
+def _media_subject_view(s, performance: dict, positive: str, anchor: str, binary: bool) -> dict[str, Any]:
+    from .media_views import media_decision_view, media_quality
+
+    model = s.model
+    by_name = {m.name: m for m in s.methods}
+    quality, observations = media_quality(s)
+    decisions = []
+    for d in s.decisions:
+        decisions.append({
+            "anchor": _anchor(anchor, "decision", d.id), "id": d.id, "row": d.row,
+            "true": _class_name(model, d.true_label), "predicted": _class_name(model, d.predicted_label),
+            "correct": d.correct, "probability": _prob(d.probabilities[str(model.positive_class)], relation=True),
+            "positive": positive, "media": media_decision_view(s, d, by_name), "text": d.text,
+            "image_file": d.image_file, "methods": [], "rows": [], "agreement": None, "rule": None,
+            "counterfactuals": [], "reasons": None,
+        })
+    wrong = [str(d.id) for d in s.decisions if not d.correct]
+    if wrong:
+        observations.append({"level": "info", "text": f"{model.id}: {len(wrong)} of {len(s.decisions)} sampled "
+                             f"decisions are misclassified ({', '.join(wrong)})."})
+    for skip in s.skipped:
+        observations.append({"level": "info", "text": f"{model.id}: {skip.name} not run. {skip.reason}"})
+    if any(m.type == "attention" for m in s.methods):
+        observations.append({"level": "info", "text": f"{model.id}: attention maps show where the model's heads look, "
+                             "not what changed its decision: attention is not attribution."})
+    summary = {"anchor": anchor, "model": model.id, "kind": model.kind, "dataset": s.dataset.id,
+               "rows": s.performance.rows, "accuracy": performance["accuracy"], "roc_auc": performance["roc_auc"],
+               "sample": f"{s.sample.size} ({s.sample.strategy}, seed {s.sample.seed})",
+               "methods": ", ".join(m.title for m in s.methods), "quality": quality}
+    return {
+        "anchor": anchor, "model": model, "model_short_sha": model.sha256[:16], "dataset": s.dataset,
+        "background": s.background,
+        "class_counts": ", ".join(f"{_class_name(model, _label(model, k))}: {v}" for k, v in s.dataset.class_counts.items()),
+        "positive": positive, "binary": binary, "sample": s.sample, "performance": performance, "global": [],
+        "local_methods": [{"name": m.name, "title": m.title, "type": m.type} for m in s.methods],
+        "skipped": s.skipped, "decisions": decisions, "summary": summary, "observations": observations,
+        "features": [], "adverse": [], "media": True,
+    }
+
+
+def _subject_view(evidence: Evidence, s) -> dict[str, Any]:
+    model, data, perf = s.model, s.dataset, s.performance
+    top_n = evidence.policy["report"]["top_features"]
+    labels = {f.name: f.display_name for f in data.features}
+    positive = _class_name(model, model.positive_class)
+    anchor = _anchor("subject", model.id, data.id)
+    binary = len(model.classes) == 2
+
+    performance = _performance_view(perf, model, positive)
+    if data.kind != "tabular":
+        return _media_subject_view(s, performance, positive, anchor, binary)
 
     global_views = []
     for name, result in s.global_explanations.items():
@@ -328,6 +418,7 @@ def _subject_view(evidence: Evidence, s) -> dict[str, Any]:
         "summary": summary,
         "observations": observations,
         "features": [{"name": f.name, "label": f.display_name, "type": f.type, "unit": f.unit or ""} for f in data.features],
+        "media": False,
     }
 
 
@@ -523,7 +614,7 @@ def render_html(evidence: Evidence, *, generated_at: datetime | None = None, tem
 
 
 def render_pdf(html: str) -> bytes:
-    """The PDF of the same HTML (WeasyPrint, print CSS). No network: external URLs are refused."""
+    """The PDF of the same HTML (WeasyPrint, print CSS). No network: only inline data: URLs are fetched."""
     import logging
 
     import weasyprint
@@ -531,7 +622,8 @@ def render_pdf(html: str) -> bytes:
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
 
-    def no_fetch(url: str, *args, **kwargs):
-        raise ValueError(f"external resource refused: {url}")
+    from weasyprint.urls import URLFetcher
 
-    return weasyprint.HTML(string=html, url_fetcher=no_fetch).write_pdf()
+    # Only data: URLs (images inlined in the charts' SVG); http, file and the rest are refused.
+    fetcher = URLFetcher(allowed_protocols={"data"}, allow_redirects=False)
+    return weasyprint.HTML(string=html, url_fetcher=fetcher).write_pdf()

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fixtures_media import image_folder, text_folder, tiny_image, tiny_text  # noqa: F401  (fixtures)
+
 from auditor.explainers import EXPLAINERS, SPECS, Batch, decision_seed
 from auditor.explainers.integrated_gradients import IntegratedGradients
 from auditor.explainers.lime_tabular import Lime
@@ -153,29 +155,61 @@ def test_lime_recovers_known_linear_weights(linear_lime_setup):
 # --- the contract every explainer keeps ---------------------------------------------------------------------
 
 
-def subject_for(tiny, name: str):
-    """The tiny model an explainer applies to (a PyTorch model for gradient methods)."""
-    cls = EXPLAINERS[name]
-    return tiny["mlp"] if cls.requires == "torch" else tiny["logreg"]
+@pytest.fixture
+def subjects(request, tiny):
+    """The tiny subjects by modality; image and text ones are built only when a test asks for them."""
+
+    class Lazy(dict):
+        def __missing__(self, key):
+            self[key] = request.getfixturevalue({"image": "tiny_image", "text": "tiny_text"}[key])
+            return self[key]
+
+    return Lazy(tiny=tiny)
 
 
-def run(tiny, name: str, seed: int = 0):
-    prep = subject_for(tiny, name)
+def subject_for(subjects, name: str):
+    """The tiny model an explainer applies to: tabular (a PyTorch model for gradient methods), image or text."""
     cls = EXPLAINERS[name]
-    batch = batch_of(prep, [0, 5, 17]) if cls.scope == "local" else batch_of(prep, range(prep.dataset.n_rows))
-    return make(name).explain(prep.model, batch, background=prep.background.X, seed=seed), batch
+    if "tabular" in cls.modalities:
+        tiny = subjects["tiny"]
+        return tiny["mlp"] if cls.requires == "torch" else tiny["logreg"]
+    return subjects["image"] if "image" in cls.modalities else subjects["text"]
+
+
+def media_batch(prep, rows) -> Batch:
+    data = prep.dataset
+    rows = list(rows)
+    return Batch(X=data.X[rows], ids=[data.ids[r] for r in rows], y=data.y[rows],
+                 masks=None if getattr(data, "masks", None) is None else data.masks[rows],
+                 rationales=None if getattr(data, "rationales", None) is None else [data.rationales[r] for r in rows])
+
+
+def _batch(prep, cls):
+    if prep.dataset.kind != "tabular":
+        return media_batch(prep, [0, 1, 5])
+    return batch_of(prep, [0, 5, 17]) if cls.scope == "local" else batch_of(prep, range(prep.dataset.n_rows))
+
+
+def run(subjects, name: str, seed: int = 0):
+    prep = subject_for(subjects, name)
+    batch = _batch(prep, EXPLAINERS[name])
+    return make(name, **EXTRA.get(name, {})).explain(prep.model, batch, background=prep.background.X, seed=seed), batch
+
+
+EXTRA = {"gradcam": {"layer": "features.2"}, "lime_image": {"num_samples": 60, "n_segments": 6},
+         "lime_text": {"num_samples": 60}, "layer_integrated_gradients": {"n_steps": 8}}
 
 
 @pytest.mark.parametrize("name", sorted(EXPLAINERS))
-def test_explainer_contract_typed_results_round_trip(tiny, name):
+def test_explainer_contract_typed_results_round_trip(subjects, name):
     cls = EXPLAINERS[name]
     assert cls.scope in ("local", "global") and cls.title
-    assert cls.applies_to(subject_for(tiny, name).model)
+    prep = subject_for(subjects, name)
+    assert cls.applies_to(prep.model)
     progress: list[int] = []
-    prep = subject_for(tiny, name)
-    batch = batch_of(prep, [0, 5, 17]) if cls.scope == "local" else batch_of(prep, range(prep.dataset.n_rows))
-    results, parameters = make(name).explain(prep.model, batch, background=prep.background.X, seed=0,
-                                             progress=progress.append)
+    batch = _batch(prep, cls)
+    results, parameters = make(name, **EXTRA.get(name, {})).explain(prep.model, batch, background=prep.background.X,
+                                                                     seed=0, progress=progress.append)
     assert isinstance(parameters, dict)
     if cls.scope == "local":
         assert isinstance(results, list) and len(results) == len(batch)
@@ -185,15 +219,15 @@ def test_explainer_contract_typed_results_round_trip(tiny, name):
         results = [results]
     for result in results:
         assert isinstance(result, cls.Result)
-        assert result.method == name
+        assert result.method == name or getattr(result, "technique", None) == name or result.method == "attention"
         again = cls.Result.model_validate_json(result.model_dump_json())
         assert again == result
 
 
 @pytest.mark.parametrize("name", sorted(EXPLAINERS))
-def test_explainer_contract_deterministic_for_a_seed(tiny, name):
-    (first, params_1), _ = run(tiny, name, seed=3)
-    (second, params_2), _ = run(tiny, name, seed=3)
+def test_explainer_contract_deterministic_for_a_seed(subjects, name):
+    (first, params_1), _ = run(subjects, name, seed=3)
+    (second, params_2), _ = run(subjects, name, seed=3)
     assert first == second
     assert params_1 == params_2
 
@@ -203,9 +237,9 @@ def test_gradient_explainers_do_not_apply_to_sklearn_models(tiny, name):
     assert not EXPLAINERS[name].applies_to(tiny["logreg"].model)
 
 
-def test_lime_seed_changes_the_result(tiny):
-    (a, _), _ = run(tiny, "lime", seed=3)
-    (b, _), _ = run(tiny, "lime", seed=4)
+def test_lime_seed_changes_the_result(subjects):
+    (a, _), _ = run(subjects, "lime", seed=3)
+    (b, _), _ = run(subjects, "lime", seed=4)
     assert a != b
 
 

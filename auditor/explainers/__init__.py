@@ -5,11 +5,16 @@ one spec class, one entry here and one template partial.
 """
 
 from .base import Batch, Explainer, ExplainerSpec, decision_seed
+from .attention import Attention
 from .counterfactuals import Counterfactuals
+from .gradcam import GradCam
 from .integrated_gradients import IntegratedGradients
+from .lime_image import LimeImage
 from .lime_tabular import Lime
+from .lrp import Lrp
 from .permutation import PermutationImportance
 from .rules import Rules
+from .text_attribution import LayerIntegratedGradients, LimeText
 
 __all__ = ["EXPLAINERS", "SPECS", "Batch", "Explainer", "ExplainerSpec", "decision_seed"]
 
@@ -19,6 +24,12 @@ EXPLAINERS: dict[str, type[Explainer]] = {
     "permutation_importance": PermutationImportance,
     "rules": Rules,
     "counterfactuals": Counterfactuals,
+    "gradcam": GradCam,
+    "lrp": Lrp,
+    "lime_image": LimeImage,
+    "layer_integrated_gradients": LayerIntegratedGradients,
+    "lime_text": LimeText,
+    "attention": Attention,
 }
 
 SPECS = {name: cls.Spec for name, cls in EXPLAINERS.items()}

@@ -32,6 +32,8 @@ class Batch:
     X: "np.ndarray"
     ids: list
     y: "np.ndarray | None" = None
+    masks: "np.ndarray | None" = None  # images: ground-truth masks (N, H, W)
+    rationales: "list[tuple[int, int]] | None" = None  # text: ground-truth character spans
 
     def __len__(self) -> int:
         return len(self.X)
@@ -62,18 +64,32 @@ class Explainer:
 
     scope: ClassVar[Literal["local", "global"]]
     requires: ClassVar[Literal["any", "torch"]] = "any"
+    modalities: ClassVar[frozenset[str]] = frozenset({"tabular"})
+    needs_eager: ClassVar[bool] = False  # hooks into layers: TorchScript modules cannot be hooked
     title: ClassVar[str]
 
     def __init__(self, spec: ExplainerSpec) -> None:
         self.spec = spec
 
     @classmethod
-    def applies_to(cls, model: "ModelAdapter") -> bool:
-        return cls.requires == "any" or model.framework == cls.requires
+    def not_applicable(cls, model) -> str | None:
+        """Why this method cannot explain ``model`` (None if it can): the report lists it as skipped."""
+        if model.modality not in cls.modalities:
+            return f"{cls.title} explains {' or '.join(sorted(cls.modalities))} models; {model.id!r} is a {model.modality} model."
+        if cls.requires == "torch" and model.framework != "torch":
+            return f"{cls.title} needs a PyTorch model (gradients); {model.id!r} is {model.kind}."
+        if cls.needs_eager and not getattr(model, "eager", True):
+            return (f"{cls.title} hooks into the model's layers, which a TorchScript file does not allow; "
+                    f"give {model.id!r} as format: state_dict with its architecture.")
+        return None
 
     @classmethod
-    def check(cls, spec: ExplainerSpec, space) -> list[tuple[str, str, str]]:
-        """Problems with ``spec`` for a dataset's features, as (field under the spec, message, fix)."""
+    def applies_to(cls, model) -> bool:
+        return cls.not_applicable(model) is None
+
+    @classmethod
+    def check(cls, spec: ExplainerSpec, model) -> list[tuple[str, str, str]]:
+        """Problems with ``spec`` for a loaded model (and its data), as (field under the spec, message, fix)."""
         return []
 
     def explain(

@@ -75,9 +75,10 @@ class Counterfactuals(Explainer):
     Result = CounterfactualsResult
 
     @classmethod
-    def check(cls, spec: CounterfactualsSpec, space) -> list[tuple[str, str, str]]:
+    def check(cls, spec: CounterfactualsSpec, model) -> list[tuple[str, str, str]]:
         """Problems with this spec for a dataset's features: (field, message, fix)."""
         problems = []
+        space = model.space
         names = space.names
         for j, name in enumerate(spec.immutable):
             if name not in names:

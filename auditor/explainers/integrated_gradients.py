@@ -14,19 +14,22 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .base import Batch, Explainer, ExplainerSpec, Progress, attribution_targets
+from .base import Batch, Explainer, Progress, attribution_targets
+from .image_maps import ImageMapResult, TargetedSpec, TargetMap, compact, resolve_targets, score_map
 
 __all__ = ["IntegratedGradients", "IntegratedGradientsSpec", "IntegratedGradientsResult"]
 
 DECISION_CHUNK = 256  # decisions per Captum call; each call scores n_steps x chunk rows
 
 
-class IntegratedGradientsSpec(ExplainerSpec):
+class IntegratedGradientsSpec(TargetedSpec):
     type: Literal["integrated_gradients"]
     n_steps: int = Field(default=64, ge=2, le=4096, description="Points on the path from baseline to input.")
     method: Literal["gausslegendre", "riemann_trapezoid", "riemann_middle"] = "gausslegendre"
-    baseline: Literal["mean", "median", "zeros"] = Field(
-        default="mean", description="Reference input: mean or median of the background data, or all zeros."
+    baseline: Literal["mean", "median", "zeros", "black", "blurred"] = Field(
+        default="mean",
+        description="Reference input. Tabular: mean or median of the background data, or zeros. Images: black, "
+        "blurred (the image itself, Gaussian-blurred), or mean (the background images' mean image).",
     )
     internal_batch_size: int = Field(
         default=4096, ge=1, description="Rows per forward pass inside Captum; bounds memory."
@@ -47,9 +50,26 @@ class IntegratedGradients(Explainer):
 
     scope = "local"
     requires = "torch"
+    modalities = frozenset({"tabular", "image"})
     title = "Integrated Gradients"
     Spec = IntegratedGradientsSpec
     Result = IntegratedGradientsResult
+
+    @classmethod
+    def check(cls, spec, model) -> list[tuple[str, str, str]]:
+        if model.modality == "image":
+            problems = spec.check_targets(model.classes)
+            if spec.baseline in ("median", "zeros"):
+                problems.append(("baseline", f"baseline {spec.baseline!r} is for tabular data",
+                                 "for images use black, blurred or mean"))
+            return problems
+        problems = []
+        if spec.baseline in ("black", "blurred"):
+            problems.append(("baseline", f"baseline {spec.baseline!r} is for images", "use mean, median or zeros"))
+        if spec.targets != ["predicted"]:
+            problems.append(("targets", "contrastive targets apply to image models; tabular attributions are "
+                             "signed towards the positive class", "remove targets"))
+        return problems
 
     def baseline_inputs(self, model, background: np.ndarray):
         import torch
@@ -62,6 +82,8 @@ class IntegratedGradients(Explainer):
         return inputs.mean(dim=0, keepdim=True)
 
     def explain(self, model, batch, *, background, seed, progress: Progress | None = None):
+        if model.modality == "image":
+            return self._explain_images(model, batch, background=background, seed=seed, progress=progress)
         import torch
         from captum.attr import IntegratedGradients as CaptumIG
 
@@ -105,6 +127,44 @@ class IntegratedGradients(Explainer):
             "baseline_values": dict(zip(model.space.names, _feature_baseline(model, base))),
         }
         return results, parameters
+
+
+    def _explain_images(self, model, batch: Batch, *, background, seed, progress):
+        import torch
+        from captum.attr import IntegratedGradients as CaptumIG
+
+        from ..images import blurred
+
+        torch.manual_seed(seed)
+        ig = CaptumIG(model.forward)
+        proba = model.predict_proba(batch.X)
+        targets = resolve_targets(self.spec, model, proba)
+        if self.spec.baseline == "blurred":
+            bases = blurred(batch.X)
+        elif self.spec.baseline == "mean":
+            bases = np.broadcast_to(background.mean(axis=0, dtype=np.float64).astype(np.float32), batch.X.shape)
+        else:
+            bases = np.zeros_like(batch.X)
+        results = []
+        for k in range(len(batch)):
+            x = torch.as_tensor(batch.X[k:k + 1])
+            b = torch.as_tensor(np.ascontiguousarray(bases[k:k + 1]))
+            n = len(targets[k])
+            attr, delta = ig.attribute(x.expand(n, -1, -1, -1), baselines=b.expand(n, -1, -1, -1),
+                                       target=torch.as_tensor(targets[k]), n_steps=self.spec.n_steps,
+                                       method=self.spec.method, internal_batch_size=self.spec.internal_batch_size,
+                                       return_convergence_delta=True)
+            maps = []
+            for j, t in enumerate(targets[k]):
+                values = attr[j].detach().double().numpy().sum(axis=0)
+                hit, mass = score_map(values, None if batch.masks is None else batch.masks[k], t == model.positive_index)
+                maps.append(TargetMap(target=model.classes[t], probability=float(proba[k, t]),
+                                      attribution=compact(values), pointing_hit=hit, mass_in_mask=mass,
+                                      convergence_delta=float(delta[j])))
+            results.append(ImageMapResult(technique="integrated_gradients", maps=maps))
+            if progress:
+                progress(1)
+        return results, {"baseline": self.spec.baseline}
 
 
 def _feature_baseline(model, base) -> list[float]:

@@ -1,0 +1,64 @@
+"""Attention views for transformer classifiers: per-layer, per-head attention from [CLS] to each
+token, and attention rollout (Abnar & Zuidema, 2020, "Quantifying Attention Flow in Transformers").
+
+Attention is not attribution (Jain & Wallace, 2019, "Attention is not Explanation"; Wiegreffe &
+Pinter, 2019): it shows where the model's heads look, not what changed its decision. The report
+says so next to every attention view.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from .base import Batch, Explainer, ExplainerSpec, Progress
+
+__all__ = ["Attention", "AttentionSpec", "AttentionResult"]
+
+
+class AttentionSpec(ExplainerSpec):
+    type: Literal["attention"]
+
+
+class AttentionResult(BaseModel):
+    method: Literal["attention"] = "attention"
+    tokens: list[str]
+    cls_attention: list[list[list[float]]] = Field(description="layer x head x token: attention from [CLS].")
+    rollout: list[float] = Field(description="Attention rollout from [CLS] to each token (sums to 1).")
+
+
+class Attention(Explainer):
+    scope = "local"
+    requires = "torch"
+    modalities = frozenset({"text"})
+    title = "Attention (not attribution)"
+    Spec = AttentionSpec
+    Result = AttentionResult
+
+    def explain(self, model, batch: Batch, *, background, seed, progress: Progress | None = None):
+        import torch
+
+        results = []
+        for k in range(len(batch)):
+            enc = model.encode([batch.X[k]])
+            length = int(enc["attention_mask"][0].sum())
+            with torch.no_grad():
+                out = model.module(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                   output_attentions=True)
+            layers = np.stack([a[0, :, :length, :length].double().numpy() for a in out.attentions])  # L,H,T,T
+            rollout = np.eye(length)
+            for layer in layers:
+                mixed = 0.5 * layer.mean(axis=0) + 0.5 * np.eye(length)  # residual connection
+                mixed /= mixed.sum(axis=-1, keepdims=True)
+                rollout = mixed @ rollout
+            tokens = model.tokenizer.convert_ids_to_tokens(enc["input_ids"][0][:length].tolist())
+            results.append(AttentionResult(
+                tokens=tokens,
+                cls_attention=[[[float(f"{v:.4g}") for v in head[0]] for head in layer] for layer in layers],
+                rollout=[float(f"{v:.6g}") for v in rollout[0] / rollout[0].sum()],
+            ))
+            if progress:
+                progress(1)
+        return results, {"heads_averaged_in_rollout": True, "residual_weight": 0.5}

@@ -37,14 +37,17 @@ def _console():
 
 
 class _Progress:
-    """A rich progress bar on stderr; one task per explainer and model."""
+    """Progress on stderr: a rich bar per explainer and model on a terminal; one line per finished
+    task otherwise (logs of scheduled runs stay readable and in order)."""
 
     def __init__(self, console, enabled: bool) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        self.console = console
         self.enabled = enabled
+        self.live = enabled and console.is_terminal
         self.progress = Progress(TextColumn("  {task.description:<34}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=console, disable=not enabled)
+                                 TimeElapsedColumn(), console=console, disable=not self.live)
 
     def __enter__(self):
         self.progress.__enter__()
@@ -54,8 +57,17 @@ class _Progress:
         return self.progress.__exit__(*exc)
 
     def __call__(self, description: str, total: int):
-        task = self.progress.add_task(description, total=total)
-        return lambda n: self.progress.advance(task, n)
+        if self.live:
+            task = self.progress.add_task(description, total=total)
+            return lambda n: self.progress.advance(task, n)
+        started, done = time.perf_counter(), [0]
+
+        def advance(n: int) -> None:
+            done[0] += n
+            if self.enabled and done[0] >= total:
+                self.console.print(f"  {description}: {total} done in {time.perf_counter() - started:.1f} s")
+
+        return advance
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -215,8 +215,13 @@ def _audit_subject(policy: Policy, prep: Prepared, size: int, seed: int, progres
 
     reasons_spec = policy.principal_reasons
     used = None
+    reason_methods = [m for m in (reasons_spec.methods or list(local)) if m in local] if reasons_spec else []
     if reasons_spec is not None and python_label(reasons_spec.adverse_class) in model.classes:
         used = used_features(model, data.X, seed)
+        if not reason_methods:
+            skipped.append(SkippedMethod(name="principal_reasons", reason=(
+                f"none of the explanations they derive from ({', '.join(reasons_spec.methods or ['per-decision'])}) "
+                f"ran for {model.id!r}: no principal reasons can be given for its adverse decisions.")))
     labels = {f.name: f.label for f in data.space.features}
 
     decisions = []
@@ -225,8 +230,8 @@ def _audit_subject(policy: Policy, prep: Prepared, size: int, seed: int, progres
         explanations = {name: results[k] for name, results in local.items()}
         predicted = model.classes[int(sample_proba[k].argmax())]
         reasons = None
-        if used is not None and predicted == python_label(reasons_spec.adverse_class):
-            reasons = derive_reasons(explanations, adverse=predicted, methods=reasons_spec.methods or list(local),
+        if used is not None and reason_methods and predicted == python_label(reasons_spec.adverse_class):
+            reasons = derive_reasons(explanations, adverse=predicted, methods=reason_methods,
                                      used=used, names=data.space.names, labels=labels, texts=reasons_spec.texts,
                                      max_reasons=reasons_spec.max_reasons)
         decisions.append(Decision(

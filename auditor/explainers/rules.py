@@ -65,10 +65,14 @@ class RulesResult(BaseModel):
 
 
 def rule_matches(rule: Rule, values: dict) -> bool:
-    """Whether a row (feature -> original value, categories by name) satisfies every condition."""
+    """Whether a row (feature -> original value, categories by name) satisfies every condition.
+
+    Numbers are compared as float32, as scikit-learn's tree does: a value between a threshold and its
+    float32 rounding then falls on the same side as in the tree."""
     for c in rule.conditions:
         v = values[c.feature]
         if c.kind == "range":
+            v = float(np.float32(v))  # the tree compares its float32 copy of the input with the threshold
             if (c.low is not None and not v > c.low) or (c.high is not None and not v <= c.high):
                 return False
         elif c.kind == "in" and v not in c.values:

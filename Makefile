@@ -23,7 +23,9 @@ demo: setup samples $(DEV_IDENTITY)
 	@set -e; for p in $(POLICIES); do \
 		name=$$(basename $$p .yaml); \
 		echo "==> auditor run $$p --out out/$$name --identity $(DEV_IDENTITY)"; \
-		$(VENV)/bin/auditor run $$p --out out/$$name --identity $(DEV_IDENTITY) --force; \
+		rc=0; $(VENV)/bin/auditor run $$p --out out/$$name --identity $(DEV_IDENTITY) --force || rc=$$?; \
+		if [ $$rc -gt 1 ]; then exit $$rc; fi; \
+		if [ $$rc -eq 1 ]; then echo "    (exit 1: the audit completed and a finding failed; see the report)"; fi; \
 		$(VENV)/bin/auditor verify out/$$name > /dev/null && echo "    verified: auditor verify out/$$name"; \
 	done
 	@echo "Reports written under out/: open out/<policy>/report.html or report.pdf"

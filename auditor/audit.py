@@ -30,6 +30,8 @@ from .explainers import EXPLAINERS, Batch
 from .models import ModelAdapter, file_sha256, load_model
 from .performance import measure_performance
 from .policy import AuditedPair, Policy, canonical_json, policy_lines
+from .findings import evaluate
+from .performance import measure_groups
 from .reasons import derive_reasons, used_features
 from .sampling import draw_sample
 
@@ -166,7 +168,7 @@ def run_audit(
                 for p in prepared]
     warnings = [w for p in prepared for w in p.model.warnings]
     policy_dump = canonical_json(policy)
-    return Evidence(
+    evidence = Evidence(
         auditor_version=__version__,
         policy_sha256=policy.sha256,
         audit=policy_dump["audit"],
@@ -175,6 +177,8 @@ def run_audit(
         subjects=subjects,
         warnings=warnings,
     )
+    evidence.findings = evaluate(policy, evidence)
+    return evidence
 
 
 def _audit_subject(policy: Policy, prep: Prepared, size: int, seed: int, progress: ProgressFactory | None) -> Subject:
@@ -261,9 +265,30 @@ def _audit_subject(policy: Policy, prep: Prepared, size: int, seed: int, progres
         methods=methods,
         skipped=skipped,
         global_explanations=global_results,
+        subgroups=_subgroups(policy, model, data, proba),
         used_features=used,
         decisions=decisions,
     )
+
+
+def _subgroups(policy: Policy, model: ModelAdapter, data: Dataset, proba: np.ndarray) -> dict | None:
+    """Group statistics for every feature a threshold compares groups by."""
+    out = {}
+    for t in policy.thresholds:
+        if not t.by or t.by in out or t.by not in data.space.names:
+            continue
+        i = data.space.names.index(t.by)
+        column = data.X[:, i]
+        if data.space.features[i].type == "categorical":
+            groups = np.asarray([data.space.display_value(i, v) for v in column], dtype=object)
+        else:
+            edges = sorted(t.bins)
+            which = np.digitize(column, edges)
+            names = ([f"< {edges[0]:g}"] + [f"{a:g} to < {b:g}" for a, b in zip(edges, edges[1:])]
+                     + [f">= {edges[-1]:g}"])
+            groups = np.asarray([names[k] for k in which], dtype=object)
+        out[t.by] = measure_groups(proba, data.y, model.classes, model.positive_index, groups)
+    return out or None
 
 
 def _png_base64(pixels: np.ndarray) -> str:

@@ -77,7 +77,8 @@ def cli() -> None:
 
     \b
     Exit codes:
-      0  success
+      0  success (run: every finding passed)
+      1  run: the audit completed and at least one finding failed
       2  bad input: policy, data, model, signing identity or output folder
          (the message names the file, the field and the fix)
       3  verification failure (verify, rerun)
@@ -95,26 +96,58 @@ def cli() -> None:
               help="Signing identity folder (overrides the policy's signing.identity; env AUDITOR_IDENTITY). "
                    "Without one the output is unsigned.")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists and is not empty.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one machine-readable summary line on stdout (progress stays on stderr).")
+@click.option("--history", "history_url_option", default=None, metavar="URL",
+              help="Audit history: an SQLAlchemy URL or a SQLite file (default: audit-history.sqlite in the "
+                   "output folder's parent; env AUDITOR_HISTORY).")
+@click.option("--compare-to", default=None, metavar="last|RUN|DIR",
+              help="Add a 'changes since' section: the last completed run of this audit, a run id, or a folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def run(policy: Path, out: Path | None, sample_size: int | None, seed: int | None, identity: Path | None,
-        force: bool, quiet: bool) -> None:
+        force: bool, as_json: bool, history_url_option: str | None, compare_to: str | None, quiet: bool) -> None:
     """Run the audit POLICY describes.
 
     Writes report.html, report.pdf, evidence.json, the policy, and manifest.json (SHA-256 of every
     input and output), signed (manifest.sig, PDF signature) when a signing identity is given.
+
+    \b
+    Exit codes (for schedulers):
+      0  the audit completed and every finding passed (warnings allowed)
+      1  the audit completed, the report was written (and signed), and at least one finding failed
+      2  bad input: nothing was written
+    With --json, one line on stdout:
+      {"audit_id": ..., "run_id": ..., "out": ..., "findings": {"pass": n, "warn": n, "fail": n},
+       "failed": [finding ids], "signed": true|false, "exit_code": 0|1}
     """
-    from .pipeline import execute
+    from .history import History, history_url
+    from .pipeline import execute, exit_code
 
     console = _console()
     say = (lambda *a: None) if quiet else console.print
     started = time.perf_counter()
     out = out or Path("out") / policy.stem
     say(f"[bold]auditor[/bold] {__version__}: {policy}")
+    history = History(history_url(history_url_option, Path(out).resolve().parent))
     with _Progress(console, enabled=not quiet) as progress:
         outcome = execute(policy, out=out, sample_size=sample_size, seed=seed, force=force, identity_dir=identity,
-                          progress=progress, say=say)
+                          progress=progress, say=say, history=history, compare_to=compare_to)
     state = "signed" if outcome.signed else "[yellow]unsigned[/yellow] (no --identity)"
     say(f"[green]Wrote[/green] {out}/ ({', '.join(outcome.files)}), {state}, in {time.perf_counter() - started:.1f} s")
+    findings = outcome.evidence.findings
+    failed = [f"{f.id} ({f.model})" if f.model else f.id for f in findings if f.status == "fail"]
+    for f in findings:
+        if f.status != "pass":
+            say(f"  [{'red' if f.status == 'fail' else 'yellow'}]{f.status.upper()}[/] {f.message}")
+    code = exit_code(outcome.evidence)
+    if as_json:
+        click.echo(json.dumps({
+            "audit_id": outcome.manifest["audit_id"], "run_id": outcome.manifest["run_id"], "out": str(out),
+            "findings": {k: sum(f.status == k for f in findings) for k in ("pass", "warn", "fail")},
+            "failed": failed, "signed": outcome.signed, "exit_code": code,
+        }, sort_keys=False))
+    if code:
+        click.get_current_context().exit(code)
 
 
 @cli.command()
@@ -168,6 +201,61 @@ def rerun(folder: Path, quiet: bool) -> None:
         where = f" (first difference at {outcome.first_difference})" if outcome.first_difference else ""
         raise VerificationError(f"{folder}: re-run evidence differs from the recorded evidence.json{where}")
     click.echo(f"{folder}: re-run evidence is byte-identical to the recorded evidence.json.")
+
+
+@cli.command("history")
+@click.argument("audit_id", required=False)
+@click.option("--history", "history_url_option", default=None, metavar="URL",
+              help="History database (default: out/audit-history.sqlite; env AUDITOR_HISTORY).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per run.")
+def history_command(audit_id: str | None, history_url_option: str | None, as_json: bool) -> None:
+    """List recorded runs (of AUDIT_ID, or all), oldest first: status, findings, output folder."""
+    from .history import History, history_url
+
+    runs = History(history_url(history_url_option, Path("out"))).list(audit_id)
+    if as_json:
+        for r in runs:
+            click.echo(json.dumps(r.as_dict(), sort_keys=True))
+        return
+    if not runs:
+        click.echo("No runs recorded" + (f" for audit {audit_id!r}." if audit_id else "."))
+        return
+    click.echo(f"{'run':<12} {'audit':<22} {'status':<10} {'started (UTC)':<20} {'findings':<18} output")
+    for r in runs:
+        f = r.findings
+        counts = f"{f.get('pass', 0)} pass {f.get('warn', 0)} warn {f.get('fail', 0)} fail" if f else "-"
+        click.echo(f"{r.run_id[:12]:<12} {r.audit_id[:22]:<22} {r.status:<10} {r.started_utc:<20} {counts:<18} {r.out}")
+        if r.error:
+            click.echo(f"{'':<12} error: {r.error}")
+
+
+@cli.command("diff")
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--history", "history_url_option", default=None, metavar="URL",
+              help="History database to look run ids up in (default: out/audit-history.sqlite).")
+@click.option("--json", "as_json", is_flag=True, help="The diff as JSON.")
+def diff_command(run_a: str, run_b: str, history_url_option: str | None, as_json: bool) -> None:
+    """What changed between two audits of the same policy (RUN_A earlier, RUN_B later).
+
+    Each run is a run id (or its first characters) from the history, or an output folder.
+    """
+    from .diff import diff_audits, diff_text, load_run
+    from .errors import AuditorError
+    from .history import History, history_url
+
+    def locate(ref: str):
+        if Path(ref).is_dir():
+            return load_run(Path(ref))
+        record = History(history_url(history_url_option, Path("out"))).get(ref)
+        if record is None or not record.out:
+            raise AuditorError(f"{ref}: neither an output folder nor a run id in the history",
+                               hint="list runs with `auditor history`")
+        return load_run(Path(record.out))
+
+    a, b = locate(run_a), locate(run_b)
+    diff = diff_audits(a[0], a[1], b[0], b[1])
+    click.echo(diff.model_dump_json(indent=2) if as_json else diff_text(diff))
 
 
 @cli.group()

@@ -21,7 +21,8 @@ from .explainers.integrated_gradients import IntegratedGradientsResult
 from .explainers.lime_tabular import LimeResult
 from .explainers.permutation import PermutationImportanceResult
 from .explainers.rules import RulesResult
-from .performance import Performance
+from .findings import Finding
+from .performance import GroupStats, Performance
 from .reasons import PrincipalReasons
 
 __all__ = [
@@ -143,6 +144,9 @@ class Subject(BaseModel):
     methods: list[MethodRecord]
     skipped: list[SkippedMethod] = Field(default_factory=list)
     global_explanations: dict[str, GlobalResult] = Field(default_factory=dict)
+    subgroups: dict[str, list[GroupStats]] | None = Field(
+        default=None, description="Per feature named by a threshold's 'by': performance of each group."
+    )
     used_features: list[str] | None = Field(
         default=None, description="Features whose values change the model's output (for principal reasons)."
     )
@@ -157,6 +161,7 @@ class Evidence(BaseModel):
     policy: dict[str, Any] = Field(description="The policy as loaded, defaults filled in.")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Command-line values that replaced the policy's.")
     subjects: list[Subject]
+    findings: list[Finding] = Field(default_factory=list, description="The policy's thresholds, evaluated.")
     warnings: list[str] = Field(default_factory=list)
 
     def to_json(self) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from sklearn import metrics
 
-__all__ = ["Performance", "measure_performance"]
+__all__ = ["GroupStats", "Performance", "measure_groups", "measure_performance"]
 
 
 class ClassMetrics(BaseModel):
@@ -80,3 +80,36 @@ def measure_performance(proba: np.ndarray, y: np.ndarray, classes: list, class_n
         ],
         calibration=calibration,
     )
+
+
+class GroupStats(BaseModel):
+    group: str
+    rows: int
+    accuracy: float | None
+    balanced_accuracy: float | None
+    roc_auc: float | None = Field(description="None when the group holds a single true class.")
+    brier_score: float | None
+    positive_rate: float = Field(description="Share of the group's decisions predicted as the positive class.")
+
+
+def measure_groups(proba: np.ndarray, y: np.ndarray, classes: list, positive_index: int,
+                   groups: np.ndarray) -> list[GroupStats]:
+    """Performance and positive-decision rate per group (groups: one label per row)."""
+    y_index = np.array([classes.index(v) for v in y], dtype=np.int64)
+    pred = proba.argmax(axis=1)
+    out = []
+    for g in sorted(set(groups.tolist()), key=str):
+        mask = groups == g
+        yi, pi = y_index[mask], pred[mask]
+        truth = yi == positive_index
+        two = len(np.unique(truth)) == 2 and len(classes) == 2
+        out.append(GroupStats(
+            group=str(g), rows=int(mask.sum()),
+            accuracy=float(metrics.accuracy_score(yi, pi)) if mask.any() else None,
+            balanced_accuracy=float(metrics.balanced_accuracy_score(yi, pi)) if mask.any() else None,
+            roc_auc=float(metrics.roc_auc_score(truth, proba[mask, positive_index])) if two else None,
+            brier_score=float(metrics.brier_score_loss(truth, proba[mask, positive_index]))
+            if len(classes) == 2 and mask.any() else None,
+            positive_rate=float((pi == positive_index).mean()) if mask.any() else 0.0,
+        ))
+    return out

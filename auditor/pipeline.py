@@ -48,13 +48,62 @@ def resolve_identity(cli_identity: Path | None, policy) -> Identity | None:
     return load_identity(folder, signing.passphrase_env if signing else "AUDITOR_SIGNING_PASSPHRASE")
 
 
+def _previous_run(compare_to: str, history, audit_id: str, run_id: str):
+    """Evidence and manifest of the run to compare with: 'last' (the latest completed run of this audit),
+    a run id from the history, or an output folder."""
+    from .diff import load_run
+
+    if compare_to == "last":
+        record = history.last_completed(audit_id, exclude=run_id) if history is not None else None
+        return None if record is None else load_run(Path(record.out))
+    if Path(compare_to).is_dir():
+        return load_run(Path(compare_to))
+    record = history.get(compare_to) if history is not None else None
+    if record is None or not record.out:
+        where = history.url if history is not None else "no history"
+        raise AuditorError(f"--compare-to {compare_to}: no such run in the history ({where}) and no such folder",
+                           hint="give 'last', a run id from `auditor history`, or an output folder")
+    return load_run(Path(record.out))
+
+
 def execute(policy_path: Path, *, out: Path, sample_size: int | None = None, seed: int | None = None,
             force: bool = False, identity_dir: Path | None = None, progress: ProgressFactory | None = None,
-            say=lambda *a: None) -> RunOutcome:
+            say=lambda *a: None, history=None, compare_to: str | None = None) -> RunOutcome:
+    """Run one audit into ``out``, recording it in ``history`` (a History) from start to end."""
     started = datetime.now(timezone.utc)
+    run_id = uuid.uuid4().hex
     policy = load_policy(policy_path)
     check_destination(out, force=force)
     identity = resolve_identity(identity_dir, policy)
+    if history is not None:
+        history.start(run_id=run_id, audit_id=policy.audit.id, policy_path=str(policy.file),
+                      policy_sha256=policy.sha256, out=str(Path(out).resolve()),
+                      signer=identity.name if identity else None)
+    try:
+        outcome = _execute(policy, identity, run_id, started, out=out, sample_size=sample_size, seed=seed,
+                           force=force, progress=progress, say=say, history=history, compare_to=compare_to)
+    except AuditorError as exc:
+        if history is not None:
+            history.finish(run_id, status="failed", exit_code=exc.exit_code, error=exc.message)
+        raise
+    except BaseException as exc:  # a crash or an interrupt is recorded too; a kill -9 leaves 'running'
+        if history is not None:
+            history.finish(run_id, status="failed", exit_code=1 if isinstance(exc, Exception) else 130,
+                           error=f"{type(exc).__name__}: {exc}")
+        raise
+    if history is not None:
+        findings = outcome.evidence.findings
+        history.finish(run_id, status="completed", exit_code=exit_code(outcome.evidence),
+                       findings={"pass": sum(f.status == "pass" for f in findings),
+                                 "warn": sum(f.status == "warn" for f in findings),
+                                 "fail": sum(f.status == "fail" for f in findings),
+                                 "failed": [f"{f.id} ({f.model})" for f in findings if f.status == "fail"]},
+                       inputs=outcome.manifest["inputs"])
+    return outcome
+
+
+def _execute(policy, identity, run_id: str, started: datetime, *, out: Path, sample_size, seed, force, progress,
+             say, history, compare_to) -> RunOutcome:
     prepared = prepare(policy)
     for p in prepared:
         shape = (f"{len(p.dataset.space.features)} features" if p.dataset.kind == "tabular"
@@ -67,10 +116,20 @@ def execute(policy_path: Path, *, out: Path, sample_size: int | None = None, see
         "evidence.schema.json": (json.dumps(evidence_json_schema(), indent=2) + "\n").encode("utf-8"),
         "policy.yaml": policy.file.read_bytes(),
     }
+    changes = None
+    if compare_to:
+        from .diff import diff_audits
+
+        previous = _previous_run(compare_to, history, policy.audit.id, run_id)
+        if previous is None:
+            say("  no earlier completed run of this audit to compare with")
+        else:
+            changes = diff_audits(previous[0], previous[1], evidence, None)
+            files["changes.json"] = (changes.model_dump_json(indent=2) + "\n").encode("utf-8")
     signer = identity.describe() if identity else None
     say("  rendering HTML")
     html = render_html(evidence, generated_at=started, signer=signer,
-                       evidence_sha256=hashlib.sha256(evidence_bytes).hexdigest())
+                       evidence_sha256=hashlib.sha256(evidence_bytes).hexdigest(), changes=changes)
     if "html" in policy.report.formats:
         files["report.html"] = html.encode("utf-8")
     if "pdf" in policy.report.formats:
@@ -81,13 +140,18 @@ def execute(policy_path: Path, *, out: Path, sample_size: int | None = None, see
             pdf = identity.sign_pdf(pdf, reason=f"Explainability audit {policy.audit.id}")
         files["report.pdf"] = pdf
     manifest = build_manifest(policy=policy, prepared=prepared, evidence=evidence, outputs=files,
-                              run_id=uuid.uuid4().hex, started=_utc(started),
+                              run_id=run_id, started=_utc(started),
                               finished=_utc(datetime.now(timezone.utc)), signer=signer)
     files[MANIFEST] = canonical_bytes(manifest)
     if identity:
         files[SIGNATURE] = identity.sign_manifest(files[MANIFEST])  # last: nothing partial is ever signed
     write_atomically(out, files, force=force)
     return RunOutcome(out, evidence, manifest, identity is not None, sorted(files))
+
+
+def exit_code(evidence: Evidence) -> int:
+    """0: every finding passed (warnings allowed); 1: the audit completed and at least one finding failed."""
+    return 1 if any(f.status == "fail" for f in evidence.findings) else 0
 
 
 @dataclass

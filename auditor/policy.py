@@ -170,6 +170,37 @@ class AuditedPair(_Strict):
     )
 
 
+class ThresholdSpec(_Strict):
+    """A quality figure or performance metric that must hold; it becomes a pass / warn / fail finding."""
+
+    id: str | None = Field(default=None, description="Name of the finding; default: the metric (and subgroup).")
+    metric: str = Field(
+        description="performance.<accuracy|balanced_accuracy|roc_auc|brier_score>, fairness.positive_rate_gap, "
+        "agreement.rate, or <explanation name>.<figure> (e.g. rules.fidelity, integrated_gradients.max_delta, "
+        "lime.stability, lime.median_score, counterfactuals.validity, gradcam.pointing_game)."
+    )
+    min: float | None = Field(default=None, description="Fail below this.")
+    max: float | None = Field(default=None, description="Fail above this.")
+    warn_min: float | None = Field(default=None, description="Warn below this (and at or above min).")
+    warn_max: float | None = Field(default=None, description="Warn above this (and at or below max).")
+    models: list[str] | None = Field(default=None, description="Models it applies to; default: every audited model.")
+    by: str | None = Field(default=None, description="performance.* and fairness.*: a feature whose groups are "
+                           "checked one by one (categorical, or numeric with bins).")
+    bins: list[float] | None = Field(default=None, description="Numeric 'by' feature: bin edges, e.g. [18, 25, 40, 60, 100].")
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.min is None and self.max is None:
+            raise ValueError("give 'min' or 'max' (or both)")
+        if self.metric.startswith("fairness.") and not self.by:
+            raise ValueError("fairness metrics compare groups: give 'by' (a feature)")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.id or (self.metric + (f" by {self.by}" if self.by else ""))
+
+
 class SigningSpec(_Strict):
     identity: Path | None = Field(
         default=None, description="Signing identity folder (see `auditor keys init`); --identity overrides it."
@@ -216,6 +247,7 @@ class Policy(_Strict):
     sample: SampleSpec = Field(default_factory=SampleSpec)
     explanations: list[ExplanationSpec] = Field(min_length=1)
     principal_reasons: PrincipalReasonsSpec | None = None
+    thresholds: list[ThresholdSpec] = Field(default_factory=list, description="Findings a run must pass.")
     signing: SigningSpec | None = None
     report: ReportSpec = Field(default_factory=ReportSpec)
 
@@ -435,9 +467,35 @@ def _reference_problems(policy: Policy, file: str, lines: dict) -> list[Problem]
         ):
             add(("explanations", i, "type"), f"{spec.type} needs a PyTorch model and none is audited",
                 "audit a TorchScript model, or remove this explanation")
+    from .findings import known_metric
+
+    types = {spec.name: spec.type for spec in policy.explanations}
+    for i, t in enumerate(policy.thresholds):
+        why = known_metric(t.metric, types)
+        if why:
+            add(("thresholds", i, "metric"), f"unknown metric {t.metric!r}", why)
+        for j, mid in enumerate(t.models or []):
+            if mid not in model_ids:
+                add(("thresholds", i, "models", j), f"unknown model id {mid!r}", f"use one of: {', '.join(sorted(model_ids))}")
+        if t.by is not None:
+            if not t.metric.startswith(("performance.", "fairness.")):
+                add(("thresholds", i, "by"), "'by' applies to performance.* and fairness.* metrics", "remove 'by'")
+            audited_features = {f.name: f for p in policy.audited if p.dataset in dataset_ids
+                                for f in policy.dataset(p.dataset).features}
+            feature = audited_features.get(t.by)
+            if feature is None:
+                add(("thresholds", i, "by"), f"unknown feature {t.by!r}",
+                    "use a feature listed under the audited dataset's features")
+            elif feature.type == "numeric" and not t.bins:
+                add(("thresholds", i, "bins"), f"{t.by!r} is numeric: its groups need bin edges",
+                    "add bins: [edge, edge, ...], e.g. [18, 25, 40, 60, 100]")
+
     if policy.principal_reasons is not None:
         pr = policy.principal_reasons
         local = {s.name for s in policy.explanations if EXPLAINERS[s.type].scope == "local"}
+        if not local:
+            add(("principal_reasons",), "principal reasons derive from per-decision explanations, and the policy "
+                "asks for none", "add lime, integrated_gradients or counterfactuals under explanations")
         for j, name in enumerate(pr.methods or []):
             if name not in local:
                 add(("principal_reasons", "methods", j), f"{name!r} is not a per-decision explanation in this policy",

@@ -197,6 +197,8 @@ def build_view(evidence: Evidence, *, generated_at: datetime | None = None) -> d
         "evidence_version": evidence.evidence_version,
         "subjects": subjects,
         "summary": [s["summary"] for s in subjects],
+        "findings": _findings_view(evidence),
+        "finding_counts": {k: sum(f.status == k for f in evidence.findings) for k in ("pass", "warn", "fail")},
         "observations": [o for s in subjects for o in s["observations"]],
         "warnings": evidence.warnings,
         "methods": _methods_view(evidence),
@@ -326,6 +328,15 @@ def _subject_view(evidence: Evidence, s) -> dict[str, Any]:
                 observations.append({"level": "warn", "text": f"{model.id}: Integrated Gradients' convergence delta "
                                      f"exceeds 5% of the explained change for {sum(r > 0.05 for r in rel)} decision(s); "
                                      "increase n_steps."})
+        if m.type == "lime" and results and results[0].stability is not None:
+            unstable = [f"{d.id} ({_num(d.explanations[m.name].stability, 2)})" for d in s.decisions
+                        if m.name in d.explanations and d.explanations[m.name].stability < 0.6]
+            quality.append(f"{m.title}: top-5 stability over {m.spec['repeats']} runs, mean "
+                           f"{_num(float(sum(r.stability for r in results) / len(results)), 2)}")
+            if unstable:
+                observations.append({"level": "warn", "text": f"{model.id}: LIME's top features change from run to run "
+                                     f"(stability < 0.6) for decision(s) {', '.join(unstable)}: do not rely on those "
+                                     "explanations' ranking."})
         if m.type == "lime" and results:
             scores = sorted(r.score for r in results)
             low = [d.id for d in s.decisions if m.name in d.explanations and d.explanations[m.name].score < LIME_MIN_SCORE]
@@ -568,6 +579,46 @@ def _sign(v: float | None) -> str:
     return "" if not v else ("pos" if v > 0 else "neg")
 
 
+def _changes_view(diff) -> dict[str, Any]:
+    """'Changes since the last audit', from an AuditDiff (auditor.diff)."""
+    subjects = []
+    for sd in diff.subjects:
+        perf = [{"metric": m.metric, "a": _num(m.a, 4), "b": _num(m.b, 4), "delta": _num(m.delta, 3)}
+                for m in sd.performance if m.delta not in (None, 0)]
+        importance = [{"name": i.name, "correlation": _num(i.rank_correlation, 3), "entered": ", ".join(i.entered),
+                       "left": ", ".join(i.left)} for i in sd.importance if i.changed]
+        rules = [{"name": r.name, "fidelity": f"{_num(r.fidelity.a, 3)} → {_num(r.fidelity.b, 3)}",
+                  "added": r.added, "removed": r.removed} for r in sd.rules if r.changed]
+        reasons = [{"id": c.id, "a": "; ".join(c.reasons_a) or "none", "b": "; ".join(c.reasons_b) or "none"}
+                   for c in sd.reasons_changed]
+        subjects.append({"model": sd.model, "dataset": sd.dataset, "performance": perf, "importance": importance,
+                         "rules": rules, "reasons": reasons, "changed": sd.changed})
+    return {
+        "changed": diff.changed,
+        "previous_run": diff.a.run_id or "(folder)", "previous_finished": diff.a.finished_utc or "",
+        "policy_changed": diff.policy_changed,
+        "inputs": [{"id": c.id, "a": (c.sha256_a or "")[:16], "b": (c.sha256_b or "")[:16]}
+                   for c in diff.inputs.models + diff.inputs.datasets if c.changed],
+        "findings": [{"id": f.id, "model": f.model or "", "a": f.status_a, "b": f.status_b,
+                      "value_a": _num(f.value_a, 4), "value_b": _num(f.value_b, 4)} for f in diff.findings.changed],
+        "subjects": subjects,
+    }
+
+
+def _findings_view(evidence: Evidence) -> list[dict[str, Any]]:
+    """Findings, failures first, each linked to the report section holding its evidence."""
+    order = {"fail": 0, "warn": 1, "pass": 2}
+    out = []
+    for f in sorted(evidence.findings, key=lambda f: (order[f.status], f.id, f.model or "")):
+        head = f.metric.split(".")[0]
+        section = ("performance" if head in ("performance", "fairness") else
+                   "global" if ".global_explanations." in f.evidence else "cases")
+        bound = "n/a" if f.threshold is None else f"{f.comparator or ''} {_num(f.threshold, 4)}".strip()
+        out.append({"status": f.status, "id": f.id, "model": f.model or "", "value": _num(f.value, 4),
+                    "threshold": bound, "anchor": section, "evidence": f.evidence, "message": f.message})
+    return out
+
+
 def _param(v: Any) -> str:
     if isinstance(v, float):
         return _num(v)
@@ -598,13 +649,14 @@ def _methods_view(evidence: Evidence) -> list[dict[str, Any]]:
 
 
 def render_html(evidence: Evidence, *, generated_at: datetime | None = None, templates: Path | None = None,
-                signer: dict | None = None, evidence_sha256: str | None = None) -> str:
+                signer: dict | None = None, evidence_sha256: str | None = None, changes=None) -> str:
     """The report. ``signer`` (Identity.describe()) and ``evidence_sha256`` fill the signature and
     verification sections; without a signer the report says it is unsigned."""
     env = _environment(templates)
     view = build_view(evidence, generated_at=generated_at)
     view["signer"] = signer
     view["evidence_sha256"] = evidence_sha256
+    view["changes"] = _changes_view(changes) if changes is not None else None
     css = (template_dir() / "report.css").read_text(encoding="utf-8")
     if templates and (templates / "report.css").is_file():
         css = (templates / "report.css").read_text(encoding="utf-8")

@@ -34,6 +34,11 @@ class LimeSpec(ExplainerSpec):
     )
     discretize_continuous: bool = True
     discretizer: Literal["quartile", "decile", "entropy"] = "quartile"
+    repeats: int = Field(
+        default=1, ge=1, le=50,
+        description="Explain each decision this many times with different seeds and record how stable its top "
+        "features are (mean pairwise Jaccard overlap of the top 5). The first run is the explanation shown.",
+    )
 
 
 class LimeResult(BaseModel):
@@ -45,6 +50,12 @@ class LimeResult(BaseModel):
     local_prediction: float = Field(description="The local model's prediction at the decision.")
     model_prediction: float = Field(description="The model's probability of the target class.")
     score: float = Field(description="R² of the weighted local fit (1 = perfect).")
+    stability: float | None = Field(
+        default=None, description="With repeats: mean pairwise Jaccard overlap of the top-5 features across runs."
+    )
+    unstable_top: list[str] | None = Field(
+        default=None, description="With repeats: top-5 features that did not appear in every run's top 5."
+    )
 
 
 class Lime(Explainer):
@@ -82,13 +93,22 @@ class Lime(Explainer):
         num_features = self.spec.num_features or len(space.features)
         results = []
         for k, row in enumerate(decisions):
-            _reseed(explainer, decision_seed(seed, batch.ids[k]))
             t = int(targets[k])
-            with contextlib.redirect_stdout(io.StringIO()):
-                exp = explainer.explain_instance(
-                    row, model.predict_proba, labels=(t,), num_features=num_features,
-                    num_samples=self.spec.num_samples,
-                )
+
+            def run(repeat: int):
+                _reseed(explainer, decision_seed(seed + repeat, batch.ids[k]))
+                with contextlib.redirect_stdout(io.StringIO()):
+                    return explainer.explain_instance(row, model.predict_proba, labels=(t,), num_features=num_features,
+                                                      num_samples=self.spec.num_samples)
+
+            exp = run(0)
+            stability = unstable = None
+            if self.spec.repeats > 1:
+                tops = [_top(exp, t)] + [_top(run(r), t) for r in range(1, self.spec.repeats)]
+                pairs = [(a, b) for i, a in enumerate(tops) for b in tops[i + 1:]]
+                stability = float(np.mean([len(a & b) / len(a | b) for a, b in pairs]))
+                common = set.intersection(*tops)
+                unstable = sorted(space.names[j] for j in tops[0] - common)
             weights, conditions = {}, {}
             for (j, w), (text, _) in zip(exp.as_map()[t], exp.as_list(label=t)):
                 name = space.names[j]
@@ -103,11 +123,19 @@ class Lime(Explainer):
                     local_prediction=float(np.ravel(exp.local_pred)[0]),
                     model_prediction=float(proba[k, t]),
                     score=float(exp.score),
+                    stability=stability,
+                    unstable_top=unstable,
                 )
             )
             if progress:
                 progress(1)
-        return results, {"kernel_width": width, "num_features": num_features}
+        return results, {"kernel_width": width, "num_features": num_features, "repeats": self.spec.repeats}
+
+
+def _top(exp, label: int, k: int = 5) -> set[int]:
+    """Indices of the k features with the largest |weight|."""
+    ranked = sorted(exp.as_map()[label], key=lambda jw: -abs(jw[1]))
+    return {j for j, _ in ranked[:k]}
 
 
 def _reseed(explainer, seed: int) -> None:

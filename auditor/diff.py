@@ -1,0 +1,612 @@
+"""What changed between two audits of the same policy: inputs, performance, explanations, findings.
+
+``a`` is the earlier (baseline) run, ``b`` the later one. ``diff_audits`` compares two runs'
+evidence (and, when both are at hand, their manifests) and returns an ``AuditDiff``: a typed,
+JSON-serialisable record of
+
+- identity: both runs' audit id, run id and policy SHA-256, and whether the policy or the
+  command-line overrides changed;
+- inputs: each model and dataset's SHA-256 in both runs (from the manifests when both runs have
+  one, otherwise from the evidence), and those present in only one run;
+- per subject (matched by model id and dataset id): performance deltas, the permutation-importance
+  ranking (Spearman correlation over the common features, each run's top k, the features that
+  entered or left the top k), the surrogate rules (fidelity, rules added and removed), decisions
+  whose principal reasons changed, and decisions sampled in only one run;
+- findings whose status changed, and findings present in only one run.
+
+``AuditDiff.changed`` is False exactly when none of these changed: a run compared with itself, or
+with a byte-identical re-run, gives False. Run ids, timestamps and the environment are reported
+but are not changes. Nothing here writes files or renders HTML; ``diff_text`` is the terminal
+summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, Field, ValidationError
+
+from .errors import AuditorError
+from .evidence import Evidence, Subject, read_evidence
+from .explainers.permutation import PermutationImportanceResult
+from .explainers.rules import RulesResult
+
+__all__ = [
+    "DIFF_VERSION",
+    "AuditDiff",
+    "FindingChange",
+    "FindingRef",
+    "FindingsDiff",
+    "ImportanceDiff",
+    "InputChange",
+    "InputsDiff",
+    "MetricDelta",
+    "ReasonChange",
+    "RulesDiff",
+    "RunIdentity",
+    "SubjectDiff",
+    "SubjectKey",
+    "diff_audits",
+    "diff_text",
+    "load_run",
+]
+
+DIFF_VERSION = "1"
+PERFORMANCE_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "brier_score")
+TOLERANCE = 1e-12
+"""Differences in a number at or below this are not changes (floating-point noise)."""
+
+Label = Union[int, str]
+
+
+# --- the typed diff --------------------------------------------------------------------------------------
+
+
+class RunIdentity(BaseModel):
+    audit_id: str | None
+    run_id: str | None = Field(description="From manifest.json; None without one.")
+    policy_sha256: str | None
+    auditor_version: str | None
+    seed: int | None = Field(description="The sampling seed the run used.")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Command-line values that replaced the policy's.")
+    finished_utc: str | None = Field(default=None, description="From manifest.json; None without one.")
+
+
+class InputChange(BaseModel):
+    """A model or dataset present in both runs."""
+
+    id: str
+    sha256_a: str | None
+    sha256_b: str | None
+    version_a: str | None = Field(default=None, description="Bundled datasets (no file): the package version.")
+    version_b: str | None = None
+    changed: bool
+
+
+class InputsDiff(BaseModel):
+    source: Literal["manifest", "evidence"] = Field(description="Where the hashes come from.")
+    models: list[InputChange]
+    datasets: list[InputChange]
+    models_added: list[str] = Field(description="Model ids only in B.")
+    models_removed: list[str] = Field(description="Model ids only in A.")
+    datasets_added: list[str] = Field(description="Dataset ids only in B.")
+    datasets_removed: list[str] = Field(description="Dataset ids only in A.")
+    changed: bool = Field(description="Any input changed, added or removed.")
+
+
+class MetricDelta(BaseModel):
+    metric: str
+    a: float | None
+    b: float | None
+    delta: float | None = Field(description="b - a; None when either is None.")
+
+    @property
+    def changed(self) -> bool:
+        if self.a is None or self.b is None:
+            return (self.a is None) != (self.b is None)
+        return abs(self.b - self.a) > TOLERANCE
+
+
+class ImportanceDiff(BaseModel):
+    """One permutation-importance explanation present in both runs."""
+
+    name: str = Field(description="The explanation's name in the policy.")
+    scoring_a: str
+    scoring_b: str
+    common_features: int
+    features_only_a: list[str]
+    features_only_b: list[str]
+    rank_correlation: float | None = Field(
+        description="Spearman correlation of the mean importances over the common features; None if undefined."
+    )
+    max_abs_change: float | None = Field(description="Largest |B - A| of a common feature's mean importance.")
+    top_a: list[str] = Field(description="A's top k features by mean importance, most important first.")
+    top_b: list[str]
+    entered: list[str] = Field(description="In B's top k, not in A's.")
+    left: list[str] = Field(description="In A's top k, not in B's.")
+    changed: bool
+
+
+class RulesDiff(BaseModel):
+    """One surrogate-rules explanation present in both runs."""
+
+    name: str
+    fidelity: MetricDelta
+    rules_a: int
+    rules_b: int
+    added: list[str] = Field(description="Rule texts only in B.")
+    removed: list[str] = Field(description="Rule texts only in A.")
+    changed: bool
+
+
+class ReasonChange(BaseModel):
+    """A decision in both runs whose principal reasons (ordered features) differ."""
+
+    id: Label
+    predicted_a: Label
+    predicted_b: Label
+    features_a: list[str]
+    features_b: list[str]
+    reasons_a: list[str] = Field(description="A's reason texts, in rank order (empty: no reasons).")
+    reasons_b: list[str]
+
+
+class SubjectKey(BaseModel):
+    model: str
+    dataset: str
+
+
+class SubjectDiff(BaseModel):
+    model: str
+    dataset: str
+    performance: list[MetricDelta]
+    importance: list[ImportanceDiff]
+    rules: list[RulesDiff]
+    explanations_only_a: list[str] = Field(description="Global explanations only in A.")
+    explanations_only_b: list[str]
+    reasons_changed: list[ReasonChange]
+    decisions_only_a: list[Label]
+    decisions_only_b: list[Label]
+    changed: bool
+
+
+class FindingRef(BaseModel):
+    id: str
+    model: str | None
+    metric: str | None
+    status: str
+    value: float | None
+
+
+class FindingChange(BaseModel):
+    id: str
+    model: str | None
+    metric: str | None
+    status_a: str
+    status_b: str
+    value_a: float | None
+    value_b: float | None
+
+
+class FindingsDiff(BaseModel):
+    changed: list[FindingChange] = Field(default_factory=list, description="Findings whose status changed.")
+    added: list[FindingRef] = Field(default_factory=list, description="Findings only in B.")
+    removed: list[FindingRef] = Field(default_factory=list, description="Findings only in A.")
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changed or self.added or self.removed)
+
+
+class AuditDiff(BaseModel):
+    diff_version: Literal["1"] = DIFF_VERSION
+    top_k: int
+    a: RunIdentity = Field(description="The earlier (baseline) run.")
+    b: RunIdentity = Field(description="The later run.")
+    same_audit: bool = Field(description="Both runs have the same audit id.")
+    policy_changed: bool = Field(description="The policy files' SHA-256 differ.")
+    overrides_changed: bool = Field(description="The command-line overrides (--sample, --seed) differ.")
+    inputs: InputsDiff
+    subjects: list[SubjectDiff] = Field(description="(model, dataset) pairs audited in both runs.")
+    subjects_added: list[SubjectKey] = Field(description="Pairs audited only in B.")
+    subjects_removed: list[SubjectKey] = Field(description="Pairs audited only in A.")
+    findings: FindingsDiff
+    changed: bool = Field(description="False exactly when nothing above changed.")
+
+
+# --- loading ---------------------------------------------------------------------------------------------
+
+
+def load_run(folder: str | Path) -> tuple[Evidence, dict | None]:
+    """A run's evidence and, when the folder has one, its manifest."""
+    folder = Path(folder)
+    hint = "give an output folder written by `auditor run` (it holds evidence.json and manifest.json)"
+    if not folder.is_dir():
+        raise AuditorError(f"{folder}: no such folder", hint=hint)
+    evidence_file = folder / "evidence.json"
+    if not evidence_file.is_file():
+        raise AuditorError(f"{folder}: no evidence.json, so this is not an audit output folder", hint=hint)
+    try:
+        evidence = read_evidence(evidence_file)
+    except (ValidationError, ValueError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0]
+        raise AuditorError(f"{evidence_file}: not valid evidence ({first})",
+                           hint="re-run the audit; evidence.json may be damaged or from another auditor version") from None
+    manifest = None
+    manifest_file = folder / "manifest.json"
+    if manifest_file.is_file():
+        try:
+            manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise AuditorError(f"{manifest_file}: not valid JSON ({exc})",
+                               hint="re-run the audit, or remove manifest.json to compare the evidence alone") from None
+        if not isinstance(manifest, dict):
+            raise AuditorError(f"{manifest_file}: not a manifest (expected a JSON object)",
+                               hint="re-run the audit, or remove manifest.json to compare the evidence alone")
+    return evidence, manifest
+
+
+# --- comparing -------------------------------------------------------------------------------------------
+
+
+def _num(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return None if math.isnan(x) or math.isinf(x) else x
+
+
+def _delta(metric: str, a: Any, b: Any) -> MetricDelta:
+    a, b = _num(a), _num(b)
+    return MetricDelta(metric=metric, a=a, b=b, delta=None if a is None or b is None else b - a)
+
+
+def _attr(obj: Any, name: str, default: Any = None) -> Any:
+    """Attribute access that also takes a mapping (findings read from plain JSON)."""
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _identity(evidence: Evidence, manifest: dict | None) -> RunIdentity:
+    m = manifest or {}
+    inputs = m.get("inputs") or {}
+    seed = inputs.get("seed")
+    if seed is None and evidence.subjects:
+        seed = evidence.subjects[0].sample.seed
+    return RunIdentity(
+        audit_id=evidence.audit.get("id") or m.get("audit_id"),
+        run_id=m.get("run_id"),
+        policy_sha256=evidence.policy_sha256 or (inputs.get("policy") or {}).get("sha256"),
+        auditor_version=evidence.auditor_version,
+        seed=seed,
+        overrides=dict(evidence.overrides),
+        finished_utc=m.get("finished_utc"),
+    )
+
+
+def _inputs_from_manifest(manifest: dict) -> tuple[dict[str, dict], dict[str, dict]]:
+    inputs = manifest.get("inputs") or {}
+    models = {str(x["id"]): {"sha256": x.get("sha256")} for x in inputs.get("models") or [] if "id" in x}
+    datasets = {str(x["id"]): {"sha256": x.get("sha256"), "version": x.get("version")}
+                for x in inputs.get("datasets") or [] if "id" in x}
+    return models, datasets
+
+
+def _inputs_from_evidence(evidence: Evidence) -> tuple[dict[str, dict], dict[str, dict]]:
+    models: dict[str, dict] = {}
+    datasets: dict[str, dict] = {}
+    for s in evidence.subjects:
+        models.setdefault(s.model.id, {"sha256": s.model.sha256})
+        datasets.setdefault(s.dataset.id, {"sha256": s.dataset.sha256,
+                                           "version": None if s.dataset.sha256 else s.dataset.source})
+    return models, datasets
+
+
+def _compare_inputs(a: dict[str, dict], b: dict[str, dict]) -> tuple[list[InputChange], list[str], list[str]]:
+    both = [k for k in a if k in b]
+    changes = [
+        InputChange(id=k, sha256_a=a[k].get("sha256"), sha256_b=b[k].get("sha256"),
+                    version_a=a[k].get("version"), version_b=b[k].get("version"),
+                    changed=(a[k].get("sha256"), a[k].get("version")) != (b[k].get("sha256"), b[k].get("version")))
+        for k in both
+    ]
+    return changes, [k for k in b if k not in a], [k for k in a if k not in b]
+
+
+def _diff_inputs(a_ev: Evidence, a_man: dict | None, b_ev: Evidence, b_man: dict | None) -> InputsDiff:
+    if a_man is not None and b_man is not None:
+        source = "manifest"
+        (am, ad), (bm, bd) = _inputs_from_manifest(a_man), _inputs_from_manifest(b_man)
+    else:
+        source = "evidence"
+        (am, ad), (bm, bd) = _inputs_from_evidence(a_ev), _inputs_from_evidence(b_ev)
+    models, m_added, m_removed = _compare_inputs(am, bm)
+    datasets, d_added, d_removed = _compare_inputs(ad, bd)
+    changed = bool(any(m.changed for m in models) or any(d.changed for d in datasets)
+                   or m_added or m_removed or d_added or d_removed)
+    return InputsDiff(source=source, models=models, datasets=datasets, models_added=m_added,
+                      models_removed=m_removed, datasets_added=d_added, datasets_removed=d_removed, changed=changed)
+
+
+def _top(means: dict[str, float], k: int) -> list[str]:
+    order = list(means)
+    return sorted(order, key=lambda f: (-means[f], order.index(f)))[:k]
+
+
+def _spearman(x: list[float], y: list[float]) -> float | None:
+    if len(x) < 2:
+        return None
+    from scipy.stats import spearmanr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant input: scipy warns and returns nan
+        rho = spearmanr(x, y).statistic
+    return _num(rho)
+
+
+def _diff_importance(name: str, a: PermutationImportanceResult, b: PermutationImportanceResult,
+                     top_k: int) -> ImportanceDiff:
+    ma = {f: v.mean for f, v in a.importances.items()}
+    mb = {f: v.mean for f, v in b.importances.items()}
+    common = [f for f in ma if f in mb]
+    only_a = [f for f in ma if f not in mb]
+    only_b = [f for f in mb if f not in ma]
+    rho = _spearman([ma[f] for f in common], [mb[f] for f in common])
+    max_change = max((abs(mb[f] - ma[f]) for f in common), default=None)
+    top_a, top_b = _top(ma, top_k), _top(mb, top_k)
+    entered = [f for f in top_b if f not in top_a]
+    left = [f for f in top_a if f not in top_b]
+    changed = bool(only_a or only_b or top_a != top_b or (max_change is not None and max_change > TOLERANCE)
+                   or a.scoring != b.scoring)
+    return ImportanceDiff(name=name, scoring_a=a.scoring, scoring_b=b.scoring, common_features=len(common),
+                          features_only_a=only_a, features_only_b=only_b, rank_correlation=rho,
+                          max_abs_change=_num(max_change), top_a=top_a, top_b=top_b, entered=entered, left=left,
+                          changed=changed)
+
+
+def _diff_rules(name: str, a: RulesResult, b: RulesResult) -> RulesDiff:
+    texts_a = [r.text for r in a.rules]
+    texts_b = [r.text for r in b.rules]
+    added = [t for t in dict.fromkeys(texts_b) if t not in set(texts_a)]
+    removed = [t for t in dict.fromkeys(texts_a) if t not in set(texts_b)]
+    fidelity = _delta("fidelity", a.fidelity, b.fidelity)
+    return RulesDiff(name=name, fidelity=fidelity, rules_a=len(a.rules), rules_b=len(b.rules), added=added,
+                     removed=removed, changed=bool(fidelity.changed or added or removed))
+
+
+def _reason_lists(decision) -> tuple[list[str], list[str]]:
+    pr = decision.principal_reasons
+    if pr is None:
+        return [], []
+    reasons = sorted(pr.reasons, key=lambda r: r.rank)
+    return [r.feature for r in reasons], [r.text for r in reasons]
+
+
+def _diff_subject(a: Subject, b: Subject, top_k: int) -> SubjectDiff:
+    performance = [_delta(m, getattr(a.performance, m), getattr(b.performance, m)) for m in PERFORMANCE_METRICS]
+
+    importance, rules = [], []
+    for name, ra in a.global_explanations.items():
+        rb = b.global_explanations.get(name)
+        if isinstance(ra, PermutationImportanceResult) and isinstance(rb, PermutationImportanceResult):
+            importance.append(_diff_importance(name, ra, rb, top_k))
+        elif isinstance(ra, RulesResult) and isinstance(rb, RulesResult):
+            rules.append(_diff_rules(name, ra, rb))
+    only_a = [n for n in a.global_explanations if n not in b.global_explanations]
+    only_b = [n for n in b.global_explanations if n not in a.global_explanations]
+
+    da = {str(d.id): d for d in a.decisions}
+    db = {str(d.id): d for d in b.decisions}
+    reasons_changed = []
+    for key, dec_a in da.items():
+        dec_b = db.get(key)
+        if dec_b is None or (dec_a.principal_reasons is None and dec_b.principal_reasons is None):
+            continue
+        (fa, ta), (fb, tb) = _reason_lists(dec_a), _reason_lists(dec_b)
+        if fa != fb or (dec_a.principal_reasons is None) != (dec_b.principal_reasons is None):
+            reasons_changed.append(ReasonChange(id=dec_a.id, predicted_a=dec_a.predicted_label,
+                                                predicted_b=dec_b.predicted_label, features_a=fa, features_b=fb,
+                                                reasons_a=ta, reasons_b=tb))
+    decisions_only_a = [d.id for k, d in da.items() if k not in db]
+    decisions_only_b = [d.id for k, d in db.items() if k not in da]
+
+    changed = bool(any(p.changed for p in performance) or any(i.changed for i in importance)
+                   or any(r.changed for r in rules) or only_a or only_b or reasons_changed
+                   or decisions_only_a or decisions_only_b)
+    return SubjectDiff(model=a.model.id, dataset=a.dataset.id, performance=performance, importance=importance,
+                       rules=rules, explanations_only_a=only_a, explanations_only_b=only_b,
+                       reasons_changed=reasons_changed, decisions_only_a=decisions_only_a,
+                       decisions_only_b=decisions_only_b, changed=changed)
+
+
+def _findings(evidence: Evidence) -> dict[tuple[str, str | None, int], Any]:
+    """Findings keyed by (id, model, occurrence): one model audited on two datasets repeats an (id, model)."""
+    out: dict[tuple[str, str | None, int], Any] = {}
+    for f in getattr(evidence, "findings", None) or []:
+        key = (str(_attr(f, "id")), _attr(f, "model"))
+        n = sum(1 for k in out if k[:2] == key)
+        out[(*key, n)] = f
+    return out
+
+
+def _finding_ref(f: Any) -> FindingRef:
+    return FindingRef(id=str(_attr(f, "id")), model=_attr(f, "model"), metric=_attr(f, "metric"),
+                      status=str(_attr(f, "status")), value=_num(_attr(f, "value")))
+
+
+def _diff_findings(a: Evidence, b: Evidence) -> FindingsDiff:
+    fa, fb = _findings(a), _findings(b)
+    changed = []
+    for key, x in fa.items():
+        y = fb.get(key)
+        if y is not None and str(_attr(x, "status")) != str(_attr(y, "status")):
+            changed.append(FindingChange(id=key[0], model=key[1], metric=_attr(y, "metric") or _attr(x, "metric"),
+                                         status_a=str(_attr(x, "status")), status_b=str(_attr(y, "status")),
+                                         value_a=_num(_attr(x, "value")), value_b=_num(_attr(y, "value"))))
+    return FindingsDiff(changed=changed,
+                        added=[_finding_ref(f) for k, f in fb.items() if k not in fa],
+                        removed=[_finding_ref(f) for k, f in fa.items() if k not in fb])
+
+
+def diff_audits(a_evidence: Evidence, a_manifest: dict | None, b_evidence: Evidence, b_manifest: dict | None,
+                *, top_k: int = 5) -> AuditDiff:
+    """What changed from run ``a`` (the baseline) to run ``b``."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1 (got {top_k})")
+    ida, idb = _identity(a_evidence, a_manifest), _identity(b_evidence, b_manifest)
+    same_audit = ida.audit_id == idb.audit_id
+    policy_changed = ida.policy_sha256 != idb.policy_sha256
+    overrides_changed = ida.overrides != idb.overrides
+    inputs = _diff_inputs(a_evidence, a_manifest, b_evidence, b_manifest)
+
+    sa = {(s.model.id, s.dataset.id): s for s in a_evidence.subjects}
+    sb = {(s.model.id, s.dataset.id): s for s in b_evidence.subjects}
+    subjects = [_diff_subject(s, sb[k], top_k) for k, s in sa.items() if k in sb]
+    added = [SubjectKey(model=k[0], dataset=k[1]) for k in sb if k not in sa]
+    removed = [SubjectKey(model=k[0], dataset=k[1]) for k in sa if k not in sb]
+    findings = _diff_findings(a_evidence, b_evidence)
+
+    changed = bool(not same_audit or policy_changed or overrides_changed or inputs.changed
+                   or any(s.changed for s in subjects) or added or removed or findings.has_changes)
+    return AuditDiff(top_k=top_k, a=ida, b=idb, same_audit=same_audit, policy_changed=policy_changed,
+                     overrides_changed=overrides_changed, inputs=inputs, subjects=subjects, subjects_added=added,
+                     subjects_removed=removed, findings=findings, changed=changed)
+
+
+# --- terminal summary ------------------------------------------------------------------------------------
+
+
+def _f(x: float | None, digits: int = 4) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _signed(x: float | None, digits: int = 4) -> str:
+    return "n/a" if x is None else f"{x:+.{digits}f}"
+
+
+def _short(sha: str | None) -> str:
+    return "none" if not sha else sha[:12]
+
+
+def _ids(values: list) -> str:
+    shown = ", ".join(str(v) for v in values[:10])
+    return shown + (f" and {len(values) - 10} more" if len(values) > 10 else "")
+
+
+def _listed(mark: str, texts: list[str], limit: int = 10) -> list[str]:
+    out = [f"    {mark} {t}" for t in texts[:limit]]
+    return out + ([f"    {mark} ... and {len(texts) - limit} more"] if len(texts) > limit else [])
+
+
+def _run_name(r: RunIdentity) -> str:
+    return f"run {r.run_id[:8]}" if r.run_id else "run (no manifest)"
+
+
+def _overrides(o: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(o.items())) or "none"
+
+
+def diff_text(diff: AuditDiff) -> str:
+    """A compact, human-readable summary: a header line, then only what changed."""
+    a, b = diff.a, diff.b
+    audit = a.audit_id if diff.same_audit else f"{a.audit_id} → {b.audit_id}"
+    lines = [f"Audit diff {audit}: A {_run_name(a)} → B {_run_name(b)}"
+             + (f" (auditor {a.auditor_version} → {b.auditor_version})" if a.auditor_version != b.auditor_version else "")]
+    if not diff.changed:
+        lines.append("No change.")
+        return "\n".join(lines) + "\n"
+
+    if not diff.same_audit:
+        lines.append(f"Audit id changed: {a.audit_id} → {b.audit_id}")
+    if diff.policy_changed:
+        lines.append(f"Policy changed: sha256 {_short(a.policy_sha256)} → {_short(b.policy_sha256)}")
+    if diff.overrides_changed:
+        lines.append(f"Overrides changed: {_overrides(a.overrides)} → {_overrides(b.overrides)}")
+
+    inp = diff.inputs
+    if inp.changed:
+        lines.append(f"Inputs (from {inp.source}):")
+        for kind, changes, added, removed in (("model", inp.models, inp.models_added, inp.models_removed),
+                                              ("dataset", inp.datasets, inp.datasets_added, inp.datasets_removed)):
+            for c in changes:
+                if c.changed:
+                    was = _short(c.sha256_a) if c.sha256_a or not c.version_a else c.version_a
+                    now = _short(c.sha256_b) if c.sha256_b or not c.version_b else c.version_b
+                    lines.append(f"  {kind} {c.id}: changed ({was} → {now})")
+            lines += [f"  {kind} {x}: added (only in B)" for x in added]
+            lines += [f"  {kind} {x}: removed (only in A)" for x in removed]
+
+    for s in diff.subjects:
+        if not s.changed:
+            continue
+        lines.append(f"Model {s.model} on {s.dataset}:")
+        perf = [p for p in s.performance if p.changed]
+        if perf:
+            lines.append("  performance: " + "; ".join(
+                f"{p.metric} {_f(p.a)} → {_f(p.b)} ({_signed(p.delta)})" for p in perf))
+        for i in s.importance:
+            if not i.changed:
+                continue
+            rho = "undefined" if i.rank_correlation is None else f"{i.rank_correlation:.3f}"
+            lines.append(f"  {i.name}: rank correlation {rho} over {i.common_features} features"
+                         + (f", largest change {i.max_abs_change:.4f}" if i.max_abs_change else ""))
+            if i.top_a != i.top_b:
+                lines.append(f"    top {diff.top_k} A: {', '.join(i.top_a)}")
+                lines.append(f"    top {diff.top_k} B: {', '.join(i.top_b)}")
+            if i.entered:
+                lines.append(f"    entered top {diff.top_k}: {', '.join(i.entered)}")
+            if i.left:
+                lines.append(f"    left top {diff.top_k}: {', '.join(i.left)}")
+            if i.features_only_a:
+                lines.append(f"    features only in A: {', '.join(i.features_only_a)}")
+            if i.features_only_b:
+                lines.append(f"    features only in B: {', '.join(i.features_only_b)}")
+            if i.scoring_a != i.scoring_b:
+                lines.append(f"    scoring: {i.scoring_a} → {i.scoring_b}")
+        for r in s.rules:
+            if not r.changed:
+                continue
+            fid = r.fidelity
+            lines.append(f"  {r.name}: fidelity {_f(fid.a, 3)} → {_f(fid.b, 3)} ({_signed(fid.delta, 3)}); "
+                         f"{r.rules_a} → {r.rules_b} rules, {len(r.added)} added, {len(r.removed)} removed")
+            lines += _listed("+", r.added)
+            lines += _listed("-", r.removed)
+        if s.explanations_only_a:
+            lines.append(f"  explanations only in A: {', '.join(s.explanations_only_a)}")
+        if s.explanations_only_b:
+            lines.append(f"  explanations only in B: {', '.join(s.explanations_only_b)}")
+        if s.reasons_changed:
+            n = len(s.reasons_changed)
+            lines.append(f"  principal reasons changed for {n} decision{'s' if n != 1 else ''}:")
+            for c in s.reasons_changed:
+                label = f" (predicted {c.predicted_a} → {c.predicted_b})" if c.predicted_a != c.predicted_b else ""
+                lines.append(f"    {c.id}{label}: {'; '.join(c.reasons_a) or '(no reasons)'} → "
+                             f"{'; '.join(c.reasons_b) or '(no reasons)'}")
+        if s.decisions_only_a:
+            lines.append(f"  decisions only in A ({len(s.decisions_only_a)}): {_ids(s.decisions_only_a)}")
+        if s.decisions_only_b:
+            lines.append(f"  decisions only in B ({len(s.decisions_only_b)}): {_ids(s.decisions_only_b)}")
+
+    for k in diff.subjects_added:
+        lines.append(f"Model {k.model} on {k.dataset}: audited only in B")
+    for k in diff.subjects_removed:
+        lines.append(f"Model {k.model} on {k.dataset}: audited only in A")
+
+    fd = diff.findings
+    if fd.has_changes:
+        lines.append("Findings:")
+        for c in fd.changed:
+            who = f" ({c.model})" if c.model else ""
+            lines.append(f"  {c.id}{who}: {c.status_a} → {c.status_b} (value {_f(c.value_a)} → {_f(c.value_b)})")
+        for f in fd.added:
+            who = f" ({f.model})" if f.model else ""
+            lines.append(f"  {f.id}{who}: added, {f.status} (value {_f(f.value)})")
+        for f in fd.removed:
+            who = f" ({f.model})" if f.model else ""
+            lines.append(f"  {f.id}{who}: removed, was {f.status} (value {_f(f.value)})")
+    return "\n".join(lines) + "\n"

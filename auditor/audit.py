@@ -164,8 +164,7 @@ def run_audit(
     seed = seed if seed is not None else policy.sample.seed
     if size < 1:
         raise DataError("the sample size must be at least 1", hint="pass --sample N with N >= 1")
-    subjects = [(_audit_subject if p.dataset.kind == "tabular" else _audit_media_subject)(policy, p, size, seed, progress)
-                for p in prepared]
+    subjects = [_audit_subject(policy, p, size, seed, progress) for p in prepared]
     warnings = [w for p in prepared for w in p.model.warnings]
     policy_dump = canonical_json(policy)
     evidence = Evidence(
@@ -182,14 +181,48 @@ def run_audit(
 
 
 def _audit_subject(policy: Policy, prep: Prepared, size: int, seed: int, progress: ProgressFactory | None) -> Subject:
+    """One audited (model, dataset) pair: performance, the sample, every explanation, the decisions."""
     model, data = prep.model, prep.dataset
-    proba = model.predict_proba(data.X)
+    proba = model.predict_proba(list(data.X) if data.kind == "text" else data.X)
     performance = measure_performance(proba, data.y, model.classes, model.class_names, model.positive_index)
     sample = draw_sample(policy.sample.strategy, size, seed, y_true=data.y, proba=proba,
                          classes=model.classes, ids=data.ids)
     rows = sample.rows
-    batch = Batch(X=data.X[rows], ids=[data.ids[r] for r in rows], y=data.y[rows])
+    batch = _rows(data, rows)
+    local, global_results, methods, skipped = _run_explainers(policy, prep, batch, seed, progress)
+    used = None
+    if data.kind == "tabular":
+        decisions, used = _tabular_decisions(policy, prep, rows, proba, local, skipped, seed)
+    else:
+        decisions = _media_decisions(prep, rows, proba, local)
+    return Subject(
+        model=_model_info(model),
+        dataset=_dataset_info(data),
+        background=prep.background.spec.id,
+        sample=SampleInfo(strategy=sample.strategy, seed=seed, requested=sample.requested,
+                          available=sample.available, size=len(rows), note=sample.note),
+        performance=performance,
+        methods=methods,
+        skipped=skipped,
+        global_explanations=global_results,
+        subgroups=_subgroups(policy, model, data, proba) if data.kind == "tabular" else None,
+        used_features=used,
+        decisions=decisions,
+    )
 
+
+def _rows(data, rows) -> Batch:
+    """The sampled decisions of any kind of dataset, with masks or rationales where the data has them."""
+    masks = getattr(data, "masks", None)
+    rationales = getattr(data, "rationales", None)
+    return Batch(X=data.X[rows], ids=[data.ids[r] for r in rows], y=data.y[rows],
+                 masks=None if masks is None else masks[rows],
+                 rationales=None if rationales is None else [rationales[r] for r in rows])
+
+
+def _run_explainers(policy: Policy, prep: Prepared, batch: Batch, seed: int, progress: ProgressFactory | None):
+    """Every explanation the policy asks for that applies to this model; the others listed as skipped."""
+    model, data = prep.model, prep.dataset
     local: dict[str, list] = {}
     global_results: dict = {}
     methods: list[MethodRecord] = []
@@ -198,25 +231,29 @@ def _audit_subject(policy: Policy, prep: Prepared, size: int, seed: int, progres
         cls = EXPLAINERS[spec.type]
         if spec.models is not None and model.id not in spec.models:
             continue
-        if cls.not_applicable(model):
-            skipped.append(SkippedMethod(name=spec.name, reason=cls.not_applicable(model)))
+        reason = cls.not_applicable(model)
+        if reason:
+            skipped.append(SkippedMethod(name=spec.name, reason=reason))
             continue
         explainer = cls(spec)
         advance = progress(f"{spec.name} · {model.id}", len(batch) if cls.scope == "local" else 1) if progress else None
         if cls.scope == "local":
             results, parameters = explainer.explain(model, batch, background=prep.background.X, seed=seed,
                                                     progress=advance)
+            local[spec.name] = results
         else:
             results, parameters = explainer.explain(model, Batch(X=data.X, ids=list(data.ids), y=data.y),
                                                     background=prep.background.X, seed=seed, progress=advance,
                                                     sample=batch)
+            global_results[spec.name] = results
         methods.append(MethodRecord(name=spec.name, type=spec.type, title=cls.title, scope=cls.scope,
                                     spec=spec.model_dump(mode="json"), parameters=parameters))
-        if cls.scope == "local":
-            local[spec.name] = results
-        else:
-            global_results[spec.name] = results
+    return local, global_results, methods, skipped
 
+
+def _tabular_decisions(policy: Policy, prep: Prepared, rows, proba, local: dict, skipped: list, seed: int):
+    """Decisions with their values, explanations, method agreement and principal reasons; and the used features."""
+    model, data = prep.model, prep.dataset
     reasons_spec = policy.principal_reasons
     used = None
     reason_methods = [m for m in (reasons_spec.methods or list(local)) if m in local] if reasons_spec else []
@@ -227,12 +264,10 @@ def _audit_subject(policy: Policy, prep: Prepared, size: int, seed: int, progres
                 f"none of the explanations they derive from ({', '.join(reasons_spec.methods or ['per-decision'])}) "
                 f"ran for {model.id!r}: no principal reasons can be given for its adverse decisions.")))
     labels = {f.name: f.label for f in data.space.features}
-
     decisions = []
-    sample_proba = proba[rows]
     for k, r in enumerate(rows):
         explanations = {name: results[k] for name, results in local.items()}
-        predicted = model.classes[int(sample_proba[k].argmax())]
+        predicted = model.classes[int(proba[r].argmax())]
         reasons = None
         if used is not None and reason_methods and predicted == python_label(reasons_spec.adverse_class):
             reasons = derive_reasons(explanations, adverse=predicted, methods=reason_methods,
@@ -247,28 +282,36 @@ def _audit_subject(policy: Policy, prep: Prepared, size: int, seed: int, progres
             ))),
             true_label=data.y[r],
             predicted_label=predicted,
-            probabilities={str(c): float(p) for c, p in zip(model.classes, sample_proba[k])},
+            probabilities={str(c): float(p) for c, p in zip(model.classes, proba[r])},
             correct=predicted == data.y[r],
             explanations=explanations,
-            agreement=_agreement({n: r for n, r in explanations.items() if r.method != "counterfactuals"},
+            agreement=_agreement({n: x for n, x in explanations.items() if x.method != "counterfactuals"},
                                  data.space.names),
             principal_reasons=reasons,
         ))
+    return decisions, used
 
-    return Subject(
-        model=_model_info(model),
-        dataset=_dataset_info(data),
-        background=prep.background.spec.id,
-        sample=SampleInfo(strategy=sample.strategy, seed=seed, requested=sample.requested,
-                          available=sample.available, size=len(rows), note=sample.note),
-        performance=performance,
-        methods=methods,
-        skipped=skipped,
-        global_explanations=global_results,
-        subgroups=_subgroups(policy, model, data, proba),
-        used_features=used,
-        decisions=decisions,
-    )
+
+def _media_decisions(prep: Prepared, rows, proba, local: dict) -> list[Decision]:
+    """Image decisions carry the input image (and mask) as PNG; text decisions their text."""
+    model, data = prep.model, prep.dataset
+    decisions = []
+    for k, r in enumerate(rows):
+        predicted = model.classes[int(proba[r].argmax())]
+        extra = {}
+        if data.kind == "image":
+            extra["image_png"] = _png_base64((data.X[r].transpose(1, 2, 0) * 255).round().astype(np.uint8))
+            extra["image_file"] = str(data.files[r].relative_to(data.file.parent))
+            if data.masks is not None:
+                extra["mask_png"] = _png_base64(data.masks[r].astype(np.uint8) * 255)
+        else:
+            extra["text"] = str(data.X[r])
+        decisions.append(Decision(
+            id=data.ids[r], row=int(r), values={}, true_label=data.y[r], predicted_label=predicted,
+            probabilities={str(c): float(p) for c, p in zip(model.classes, proba[r])},
+            correct=predicted == data.y[r], explanations={n: res[k] for n, res in local.items()}, **extra,
+        ))
+    return decisions
 
 
 def _subgroups(policy: Policy, model: ModelAdapter, data: Dataset, proba: np.ndarray) -> dict | None:
@@ -300,66 +343,6 @@ def _png_base64(pixels: np.ndarray) -> str:
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="PNG", optimize=False)
     return base64.b64encode(buf.getvalue()).decode()
-
-
-def _audit_media_subject(policy: Policy, prep: Prepared, size: int, seed: int,
-                         progress: ProgressFactory | None) -> Subject:
-    """An image or text model on its dataset: performance, sample, per-decision explanations."""
-    model, data = prep.model, prep.dataset
-    inputs = list(data.X) if data.kind == "text" else data.X
-    proba = model.predict_proba(inputs)
-    performance = measure_performance(proba, data.y, model.classes, model.class_names, model.positive_index)
-    sample = draw_sample(policy.sample.strategy, size, seed, y_true=data.y, proba=proba,
-                         classes=model.classes, ids=data.ids)
-    rows = sample.rows
-    batch = Batch(X=data.X[rows], ids=[data.ids[r] for r in rows], y=data.y[rows],
-                  masks=None if getattr(data, "masks", None) is None else data.masks[rows],
-                  rationales=None if getattr(data, "rationales", None) is None
-                  else [data.rationales[r] for r in rows])
-    local: dict[str, list] = {}
-    methods: list[MethodRecord] = []
-    skipped: list[SkippedMethod] = []
-    for spec in policy.explanations:
-        cls = EXPLAINERS[spec.type]
-        if spec.models is not None and model.id not in spec.models:
-            continue
-        reason = cls.not_applicable(model) or (None if cls.scope == "local" else
-                                               f"{cls.title} is a global method for tabular models.")
-        if reason:
-            skipped.append(SkippedMethod(name=spec.name, reason=reason))
-            continue
-        advance = progress(f"{spec.name} · {model.id}", len(batch)) if progress else None
-        results, parameters = cls(spec).explain(model, batch, background=prep.background.X, seed=seed, progress=advance)
-        methods.append(MethodRecord(name=spec.name, type=spec.type, title=cls.title, scope=cls.scope,
-                                    spec=spec.model_dump(mode="json"), parameters=parameters))
-        local[spec.name] = results
-    decisions = []
-    for k, r in enumerate(rows):
-        predicted = model.classes[int(proba[r].argmax())]
-        extra = {}
-        if data.kind == "image":
-            extra["image_png"] = _png_base64((data.X[r].transpose(1, 2, 0) * 255).round().astype(np.uint8))
-            extra["image_file"] = str(data.files[r].relative_to(data.file.parent))
-            if data.masks is not None:
-                extra["mask_png"] = _png_base64(data.masks[r].astype(np.uint8) * 255)
-        else:
-            extra["text"] = str(data.X[r])
-        decisions.append(Decision(
-            id=data.ids[r], row=int(r), values={}, true_label=data.y[r], predicted_label=predicted,
-            probabilities={str(c): float(p) for c, p in zip(model.classes, proba[r])},
-            correct=predicted == data.y[r], explanations={n: res[k] for n, res in local.items()}, **extra,
-        ))
-    return Subject(
-        model=_model_info(model),
-        dataset=_dataset_info(data),
-        background=prep.background.spec.id,
-        sample=SampleInfo(strategy=sample.strategy, seed=seed, requested=sample.requested,
-                          available=sample.available, size=len(rows), note=sample.note),
-        performance=performance,
-        methods=methods,
-        skipped=skipped,
-        decisions=decisions,
-    )
 
 
 def attribution_values(result, names: list[str]) -> np.ndarray:

@@ -13,6 +13,7 @@ import itertools
 import re
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -133,14 +134,13 @@ def calibration_chart(bins: list[tuple[float, float, int]], *, positive: str, wi
         return _to_svg(fig)
 
 
-def image_row(original: "np.ndarray", panels: list[tuple[str, "np.ndarray", str]], *, mask=None,
+def image_row(original: np.ndarray, panels: list[tuple[str, np.ndarray, str]], *, mask=None,
               segments=None, positive=None, negative=None, panel_in: float = 2.2) -> Markup:
     """One method's maps for one image: the original (with the ground-truth outline), then one panel per
     target (map over a grey copy of the image, with a colour bar). ``kind`` per panel: 'signed'
     (diverging colours around 0) or 'positive'. With ``segments`` (LIME) the last panel outlines the
     segments for (green) and against (red) the first target.
     """
-    import numpy as np
     from matplotlib import colormaps
     from matplotlib.ticker import FuncFormatter
     from skimage.segmentation import find_boundaries

@@ -18,7 +18,7 @@ import pandas as pd
 from .errors import DataError
 from .policy import DatasetSpec, FeatureSpec, Policy
 
-__all__ = ["Dataset", "FeatureSpace", "load_dataset", "python_label"]
+__all__ = ["Dataset", "FeatureSpace", "LabelledRows", "load_dataset", "python_label"]
 
 _SKLEARN_LOADERS = {
     "sklearn:breast_cancer": "load_breast_cancer",
@@ -99,8 +99,22 @@ class FeatureSpace:
         return f"{text} {f.unit}" if f.unit else text
 
 
+class LabelledRows:
+    """Row count and class counts, shared by tabular, image and text datasets (needs ``X`` and ``y``)."""
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.X)
+
+    @cached_property
+    def class_counts(self) -> dict:
+        labels, counts = np.unique(self.y.astype(str), return_counts=True)
+        first = {str(v): v for v in self.y}
+        return {first[label]: int(c) for label, c in zip(labels, counts)}
+
+
 @dataclass
-class Dataset:
+class Dataset(LabelledRows):
     spec: DatasetSpec
     source: str  # file path or bundled source name, as recorded in the evidence
     file: Path | None
@@ -110,16 +124,6 @@ class Dataset:
     ids: np.ndarray  # stable decision ids (object array)
     unused_columns: list[str]
     kind: str = "tabular"
-
-    @property
-    def n_rows(self) -> int:
-        return self.X.shape[0]
-
-    @cached_property
-    def class_counts(self) -> dict:
-        labels, counts = np.unique(self.y.astype(str), return_counts=True)
-        first = {str(v): v for v in self.y}
-        return {first[l]: int(c) for l, c in zip(labels, counts)}
 
 
 def _read_frame(spec: DatasetSpec, policy: Policy) -> tuple[pd.DataFrame, str, Path | None]:

@@ -15,14 +15,14 @@ from __future__ import annotations
 import importlib.util
 import warnings
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .datasets import python_label
+from .datasets import LabelledRows, python_label
 from .errors import DataError, ModelError
+from .models import ClassifierView
 
 __all__ = ["ImageDataset", "ImageModel", "load_image_dataset", "load_image_model", "read_png", "blurred"]
 
@@ -35,7 +35,7 @@ def read_png(path: Path, *, mode: str = "RGB") -> np.ndarray:
 
 
 @dataclass
-class ImageDataset:
+class ImageDataset(LabelledRows):
     spec: object
     source: str
     file: Path
@@ -46,16 +46,6 @@ class ImageDataset:
     masks: np.ndarray | None  # (N, H, W) bool
     kind: str = "image"
     unused_columns: list[str] = field(default_factory=list)
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.X)
-
-    @cached_property
-    def class_counts(self) -> dict:
-        labels, counts = np.unique(self.y.astype(str), return_counts=True)
-        first = {str(v): v for v in self.y}
-        return {first[l]: int(c) for l, c in zip(labels, counts)}
 
 
 def read_table(spec, policy) -> tuple[pd.DataFrame, Path]:
@@ -142,7 +132,7 @@ def blurred(X: np.ndarray, sigma: float = 5.0) -> np.ndarray:
 
 
 @dataclass
-class ImageModel:
+class ImageModel(ClassifierView):
     """An image classifier as every image explainer sees it."""
 
     spec: object
@@ -153,20 +143,6 @@ class ImageModel:
     warnings: list[str] = field(default_factory=list)
     framework: str = "torch"
     modality: str = "image"
-
-    @property
-    def id(self) -> str:
-        return self.spec.id
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.spec.class_names) if self.spec.class_names else [str(c) for c in self.classes]
-
-    @property
-    def positive_index(self) -> int:
-        if self.spec.positive_class is None:
-            return len(self.classes) - 1
-        return self.classes.index(python_label(self.spec.positive_class))
 
     @property
     def kind(self) -> str:

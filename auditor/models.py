@@ -18,7 +18,7 @@ from .datasets import Dataset, FeatureSpace, python_label
 from .errors import ModelError
 from .policy import ModelSpec, Policy
 
-__all__ = ["ModelAdapter", "load_model", "file_sha256", "path_sha256"]
+__all__ = ["ClassifierView", "ModelAdapter", "load_model", "file_sha256", "path_sha256"]
 
 # Types a skops file may hold without the policy listing them: scikit-learn's own estimators and
 # numpy/builtin containers. Anything else (a custom class, a third-party estimator) must be listed
@@ -48,19 +48,8 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-@dataclass
-class ModelAdapter:
-    """One model as every explainer sees it."""
-
-    spec: ModelSpec
-    framework: str  # "sklearn" | "torch"
-    estimator: object
-    classes: list
-    space: FeatureSpace
-    sha256: str
-    warnings: list[str] = field(default_factory=list)
-    input_groups: list[list[int]] = field(default_factory=list)  # torch: input columns per feature
-    modality: str = "tabular"
+class ClassifierView:
+    """What every model adapter (tabular, image, text) says about its classes; needs ``spec`` and ``classes``."""
 
     @property
     def id(self) -> str:
@@ -75,6 +64,21 @@ class ModelAdapter:
         if self.spec.positive_class is None:
             return len(self.classes) - 1
         return self.classes.index(python_label(self.spec.positive_class))
+
+
+@dataclass
+class ModelAdapter(ClassifierView):
+    """One tabular model as every explainer sees it."""
+
+    spec: ModelSpec
+    framework: str  # "sklearn" | "torch"
+    estimator: object
+    classes: list
+    space: FeatureSpace
+    sha256: str
+    warnings: list[str] = field(default_factory=list)
+    input_groups: list[list[int]] = field(default_factory=list)  # torch: input columns per feature
+    modality: str = "tabular"
 
     @property
     def kind(self) -> str:

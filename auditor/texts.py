@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from .datasets import python_label
+from .datasets import LabelledRows, python_label
 from .errors import DataError, ModelError
 from .images import labels_and_ids, read_table, require_columns
-from .models import path_sha256
+from .models import ClassifierView, path_sha256
 
 __all__ = ["TextDataset", "TextModel", "load_text_dataset", "load_text_model"]
 
 
 @dataclass
-class TextDataset:
+class TextDataset(LabelledRows):
     spec: object
     source: str
     file: Path
@@ -33,16 +32,6 @@ class TextDataset:
     rationales: list[tuple[int, int]] | None
     kind: str = "text"
     unused_columns: list[str] = field(default_factory=list)
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.X)
-
-    @cached_property
-    def class_counts(self) -> dict:
-        labels, counts = np.unique(self.y.astype(str), return_counts=True)
-        first = {str(v): v for v in self.y}
-        return {first[l]: int(c) for l, c in zip(labels, counts)}
 
 
 def load_text_dataset(spec, policy) -> TextDataset:
@@ -66,7 +55,7 @@ def load_text_dataset(spec, policy) -> TextDataset:
 
 
 @dataclass
-class TextModel:
+class TextModel(ClassifierView):
     """A transformers sequence classifier with its tokenizer, as every text explainer sees it."""
 
     spec: object
@@ -77,20 +66,6 @@ class TextModel:
     warnings: list[str] = field(default_factory=list)
     framework: str = "torch"
     modality: str = "text"
-
-    @property
-    def id(self) -> str:
-        return self.spec.id
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.spec.class_names) if self.spec.class_names else [str(c) for c in self.classes]
-
-    @property
-    def positive_index(self) -> int:
-        if self.spec.positive_class is None:
-            return len(self.classes) - 1
-        return self.classes.index(python_label(self.spec.positive_class))
 
     @property
     def kind(self) -> str:

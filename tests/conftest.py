@@ -22,6 +22,8 @@ TARGET = "label"
 CLASSES = ["no", "yes"]  # LogisticRegression's classes_ (sorted); the MLP's outputs use the same order
 TRUE_WEIGHTS = np.array([2.0, -1.5, 1.0, 0.0])
 
+pytest_plugins = ["fixtures_media"]  # tiny image and text subjects (tiny_image, tiny_text, ...)
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_POLICY = REPO / "policies" / "breast_cancer_medical.yaml"
 

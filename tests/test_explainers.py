@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fixtures_media import image_folder, text_folder, tiny_image, tiny_text  # noqa: F401  (fixtures)
 
 from auditor.explainers import EXPLAINERS, SPECS, Batch, decision_seed
 from auditor.explainers.integrated_gradients import IntegratedGradients

@@ -7,10 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from auditor.audit import prepare, run_audit
+from auditor.audit import run_audit
 from auditor.cli import cli
 from auditor.findings import evaluate
-from auditor.policy import load_policy
 from auditor.signing import init_identity
 from auditor.verify import verify_folder
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fixtures_media import image_folder, image_policy, tiny_image  # noqa: F401  (fixtures)
+from fixtures_media import image_policy
 
 from auditor.audit import prepare, run_audit
 from auditor.cli import cli

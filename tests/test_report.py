@@ -6,7 +6,6 @@ import re
 import shutil
 import subprocess
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fixtures_media import text_folder, text_policy, tiny_text  # noqa: F401  (fixtures)
+from fixtures_media import text_policy
 
 from auditor.audit import prepare, run_audit
 from auditor.explainers import EXPLAINERS, SPECS, Batch

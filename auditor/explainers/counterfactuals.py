@@ -109,7 +109,6 @@ class Counterfactuals(Explainer):
 
     def explain(self, model, batch: Batch, *, background, seed, progress: Progress | None = None):
         import dice_ml
-        import pandas as pd
 
         from ..errors import ExplanationError
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 
 from .base import Batch, Explainer, Progress
 from .image_maps import ImageMapResult, TargetedSpec, TargetMap, compact, resolve_targets, score_map

@@ -299,3 +299,24 @@ main()
     assert (partials[0] / "manifest.json").exists() and not (partials[0] / "manifest.sig").exists()
     result = invoke("verify", partials[0])
     assert result.exit_code == 3 and "unsigned" in result.output
+
+
+def test_pkcs12_identity_signs_and_verifies(signed_run, identity, tmp_path):
+    """An identity given as signer.p12 (passphrase from the environment) instead of PEM key + certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    key = serialization.load_pem_private_key((identity / "signer.key.pem").read_bytes(), PASSPHRASE.encode())
+    cert = x509.load_pem_x509_certificate((identity / "signer.cert.pem").read_bytes())
+    p12_folder = tmp_path / "p12-identity"
+    p12_folder.mkdir()
+    (p12_folder / "signer.p12").write_bytes(pkcs12.serialize_key_and_certificates(
+        b"signer", key, cert, None, serialization.BestAvailableEncryption(PASSPHRASE.encode())))
+    shutil.copy(identity / "manifest.key.pem", p12_folder / "manifest.key.pem")
+    out = tmp_path / "out"
+    result = invoke("run", signed_run["policy"], "--out", out, "--identity", p12_folder, "-q")
+    assert result.exit_code == 0, result.output
+    check = invoke("verify", out, "--public-key", identity / "manifest.pub.pem", "--cert", identity / "signer.cert.pem")
+    assert check.exit_code == 0, check.output
+    assert PASSPHRASE.encode() not in b"".join(p.read_bytes() for p in out.iterdir())

@@ -70,6 +70,18 @@ def _tokens_view(tokens: list[str], values: list[float], inside: list[bool] | No
     return out
 
 
+def _figures(x) -> list[str]:
+    """The numerical quality figures a map or token target carries, as short phrases."""
+    parts = []
+    if getattr(x, "convergence_delta", None) is not None:
+        parts.append(f"convergence delta {_num(x.convergence_delta, 2)}")
+    if getattr(x, "relevance_gap", None) is not None:
+        parts.append(f"relevance minus output {_num(x.relevance_gap, 2)}")
+    if getattr(x, "local_fit", None) is not None:
+        parts.append(f"local fit R² {_num(x.local_fit, 2)}")
+    return parts
+
+
 def media_decision_view(s, d, methods_by_name: dict) -> list[dict[str, Any]]:
     """Per method, what the template shows for one image or text decision."""
     model = s.model
@@ -92,12 +104,7 @@ def media_decision_view(s, d, methods_by_name: dict) -> list[dict[str, Any]]:
                 if m.pointing_hit is not None:
                     parts.append(f"pointing game {'hit' if m.pointing_hit else 'MISS'}; {_pct(m.mass_in_mask)} of positive "
                                  "attribution inside the lesion")
-                if m.convergence_delta is not None:
-                    parts.append(f"convergence delta {_num(m.convergence_delta, 2)}")
-                if m.relevance_gap is not None:
-                    parts.append(f"relevance minus output {_num(m.relevance_gap, 2)}")
-                if m.local_fit is not None:
-                    parts.append(f"local fit R² {_num(m.local_fit, 2)}")
+                parts += _figures(m)
                 if parts:
                     quality.append(f"{_name(model, m.target)}: " + "; ".join(parts))
             contrast = len(r.maps) > 1
@@ -109,11 +116,7 @@ def media_decision_view(s, d, methods_by_name: dict) -> list[dict[str, Any]]:
             targets = []
             for t in r.targets:
                 ranked = sorted(zip(r.tokens, t.values), key=lambda kv: -abs(kv[1]))[:10]
-                parts = []
-                if t.convergence_delta is not None:
-                    parts.append(f"convergence delta {_num(t.convergence_delta, 2)}")
-                if t.local_fit is not None:
-                    parts.append(f"local fit R² {_num(t.local_fit, 2)}")
+                parts = _figures(t)
                 if t.rationale_mass is not None:
                     parts.append(f"{_pct(t.rationale_mass)} of positive attribution on the ground-truth rationale")
                 targets.append({

@@ -220,6 +220,11 @@ class SampleSpec(_Strict):
 class ReportSpec(_Strict):
     formats: list[Literal["html", "pdf"]] = Field(default_factory=lambda: ["html", "pdf"], min_length=1)
     top_features: int = Field(default=10, ge=1, le=50, description="Features shown per decision chart.")
+    max_decisions: int | None = Field(
+        default=None, ge=0,
+        description="Per-decision sections shown per model (failed and adverse first, then by id); the evidence "
+        "keeps every decision. Default: all.",
+    )
 
 
 class PrincipalReasonsSpec(_Strict):

@@ -187,6 +187,14 @@ def build_view(evidence: Evidence, *, generated_at: datetime | None = None) -> d
     generated_at = generated_at or datetime.now(timezone.utc)
     charts.reset_ids()
     subjects = [_subject_view(evidence, s) for s in evidence.subjects]
+    limit = evidence.policy["report"].get("max_decisions")
+    for sv in subjects:
+        sv["decisions_total"] = len(sv["decisions"])
+        if limit is not None and len(sv["decisions"]) > limit:
+            # Misclassified and adverse decisions are the ones a reviewer must see first.
+            ranked = sorted(sv["decisions"], key=lambda d: (d["correct"], d["reasons"] is None))
+            keep = {id(d) for d in ranked[:limit]}
+            sv["decisions"] = [d for d in sv["decisions"] if id(d) in keep]
     return {
         "audit": audit,
         "audience_label": AUDIENCE[audit["audience"]],

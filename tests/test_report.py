@@ -137,3 +137,15 @@ def test_user_template_override(tmp_path, hostile_run):
     (tmp_path / "partials" / "provenance.html.j2").write_text("<p>custom provenance {{ policy_sha256 }}</p>")
     html = render_html(evidence, generated_at=WHEN, templates=tmp_path)
     assert f"custom provenance {evidence.policy_sha256}" in html
+
+
+def test_max_decisions_limits_the_report_not_the_evidence(hostile_run):
+    evidence = read_evidence(hostile_run / "evidence.json")
+    assert len(evidence.subjects[0].decisions) == 3
+    evidence.policy["report"]["max_decisions"] = 1
+    html = render_html(evidence, generated_at=WHEN)
+    assert html.count('class="decision"') == 1
+    assert "1 of 3 sampled decisions are shown" in html
+    wrong = [d for d in evidence.subjects[0].decisions if not d.correct]
+    if wrong:  # a misclassified decision is the one kept
+        assert f"Decision {wrong[0].id}" in html

@@ -942,7 +942,7 @@ def run_size(inputs: Inputs, n: int, costs: Costs, budget: float, repeats: int, 
         "    'at M + slope' = rendered/signed at M decisions plus the per-decision slope between the M/2- and",
         "    M-decision reports of the first repeat times the missing decisions.",
         "  Render and signing are the auditor's on both sides ('= auditor'): the ratio isolates the explanation work.",
-        "  floor = the phase's model inputs scored in batched calls (1M-row chunks): LIME n x 5000 perturbation rows;",
+        "  floor = the phase's model inputs scored in batched calls (chunks of up to 1M rows): LIME n x 5000 rows;",
         f"    DiCE n x {DICE_SAMPLE_SIZE} candidates (estimate); IG n x {N_STEPS} forward+backward rows; rules: the background",
         f"    scored once. '~' = scored up to {row_cap:,} rows, then scaled linearly.",
     ]
@@ -976,7 +976,11 @@ def run_size(inputs: Inputs, n: int, costs: Costs, budget: float, repeats: int, 
     lines.append("")
     lines.append(f"  peak RSS per phase, MB, and (+growth over the RSS at the phase's start); "
                  f"{'kernel high-water mark reset before each phase' if PEAK_RESETS else 'process high-water mark (monotonic)'}; "
-                 "the auditor's explainers and evidence share run_audit's peak:")
+                 "the auditor's explainers and evidence share run_audit's peak;")
+    earlier = PEAKS.get(("pdf_vs_html", "pdf"))
+    lines.append("  absolute values include what the allocator kept from earlier stages"
+                 + (f" (the PDF-vs-HTML report, run first, peaked at {earlier:,.0f} MB)" if earlier else "")
+                 + "; the growth is the phase's own:")
     lines.extend("    " + line for line in table(["phase", "auditor", "naive"], mem_rows, "lrr").splitlines())
 
     # counterfactual quality

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import io
 import logging
 import math
 import os
@@ -149,18 +148,8 @@ def phase(key: tuple, out: dict, name: str):
         note_peak(key + (name,), start_rss)
 
 
-@contextlib.contextmanager
-def quiet():
-    """DiCE and LIME print progress bars and warnings; keep the benchmark's output readable."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        previous = logging.root.manager.disable
-        logging.disable(logging.WARNING)
-        try:
-            yield
-        finally:
-            logging.disable(previous)
+# The auditor's own silencer for DiCE's and LIME's progress bars and warnings: both sides run equally quiet.
+from auditor.explainers.counterfactuals import _quiet as quiet  # noqa: E402
 
 
 def seed_everything(seed: int) -> None:

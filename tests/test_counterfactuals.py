@@ -65,14 +65,16 @@ def assert_counts_consistent(result: CounterfactualsResult, asked: int, from_dic
 # --- properties of DiCE's counterfactuals after the auditor's checks ---------------------------------------------
 
 
-@pytest.mark.parametrize(("model_id", "seed"), [("pipe", 0), ("pipe", 1), ("pipe", 2), ("mlp", 0)])
-def test_every_counterfactual_flips_and_respects_the_constraints(loans, model_id, seed):
+@pytest.mark.parametrize(("model_id", "seed", "engine"), [("pipe", 0, "batched"), ("pipe", 1, "batched"),
+                                                        ("pipe", 2, "batched"), ("mlp", 0, "batched"),
+                                                        ("pipe", 0, "reference"), ("mlp", 0, "reference")])
+def test_every_counterfactual_flips_and_respects_the_constraints(loans, model_id, seed, engine):
     prep = loans.prepared[model_id]
     model, space = prep.model, prep.model.space
     rows = np.random.default_rng(seed).choice(prep.dataset.n_rows, 5, replace=False)
     batch = batch_of(prep, rows)
-    results, parameters = explainer().explain(model, batch, background=prep.background.X, seed=seed)
-    assert parameters == {"features_to_vary": ["income", "age", "purpose", "debt_ratio"]}
+    results, parameters = explainer(engine=engine).explain(model, batch, background=prep.background.X, seed=seed)
+    assert parameters == {"features_to_vary": ["income", "age", "purpose", "debt_ratio"], "engine": engine}
     assert len(results) == len(batch)
 
     decisions = space.decode(batch.X).to_dict(orient="records")
@@ -105,10 +107,11 @@ def test_every_counterfactual_flips_and_respects_the_constraints(loans, model_id
     assert valid >= len(batch), f"only {valid} valid counterfactuals for {len(batch)} decisions"
 
 
-@pytest.mark.parametrize("method", ["random", "genetic", "kdtree"])
-def test_whole_number_features_get_whole_numbers(loans, method):
+@pytest.mark.parametrize(("method", "engine"), [("random", "batched"), ("random", "reference"),
+                                               ("genetic", "reference"), ("kdtree", "reference")])
+def test_whole_number_features_get_whole_numbers(loans, method, engine):
     prep = loans.prepared["pipe"]
-    results, _ = explainer(method=method, count=2, immutable=[], permitted_range={}).explain(
+    results, _ = explainer(method=method, engine=engine, count=2, immutable=[], permitted_range={}).explain(
         prep.model, batch_of(prep, [0, 2, 4]), background=prep.background.X, seed=5)
     ages = [cf.changes["age"].after for r in results for cf in r.counterfactuals if "age" in cf.changes]
     assert ages, "no counterfactual changed age; the property would not be exercised"
@@ -117,11 +120,14 @@ def test_whole_number_features_get_whole_numbers(loans, method):
         assert_counts_consistent(r, asked=2)
 
 
-def test_same_seed_same_counterfactuals_whatever_the_batch(loans):
+@pytest.mark.parametrize("engine", ["batched", "reference"])
+def test_same_seed_same_counterfactuals_whatever_the_batch(loans, engine):
     prep = loans.prepared["pipe"]
-    alone, _ = explainer(count=2).explain(prep.model, batch_of(prep, [7]), background=prep.background.X, seed=9)
-    among, _ = explainer(count=2).explain(prep.model, batch_of(prep, [3, 7]), background=prep.background.X, seed=9)
+    explain = explainer(count=2, engine=engine).explain
+    alone, _ = explain(prep.model, batch_of(prep, [6]), background=prep.background.X, seed=9)
+    among, _ = explain(prep.model, batch_of(prep, [3, 6, 11]), background=prep.background.X, seed=9)
     assert alone[0] == among[1]
+    assert alone[0].counterfactuals, "the decision has counterfactuals; the comparison would be vacuous"
 
 
 # --- the filter: hand-built candidates -------------------------------------------------------------------------
@@ -158,7 +164,7 @@ def test_validate_drops_non_flipping_and_constraint_breaking_candidates(loans):
                      "flips, income above range": True, "flips, purpose not allowed": True, "valid": True}
 
     spans = np.ptp(prep.background.X, axis=0)
-    result = explainer(count=3)._validate(model, x, p, frame, spans)
+    result = explainer(count=3)._validate(model, x, p, space.encode(frame), spans)
     assert result.returned == 8
     assert result.dropped_not_flipping == 3
     assert result.dropped_constraint_violations == 4
@@ -174,11 +180,11 @@ def test_validate_drops_non_flipping_and_constraint_breaking_candidates(loans):
     assert cf.distance == pytest.approx(expected)
 
     # without constraints, every flipping candidate is valid
-    free = explainer(count=3, immutable=[], permitted_range={})._validate(model, x, p, frame, spans)
+    free = explainer(count=3, immutable=[], permitted_range={})._validate(model, x, p, space.encode(frame), spans)
     assert (free.dropped_not_flipping, free.dropped_constraint_violations, len(free.counterfactuals)) == (3, 0, 5)
 
     # no candidates: nothing returned, nothing valid
-    empty = explainer(count=3)._validate(model, x, p, frame.iloc[:0], spans)
+    empty = explainer(count=3)._validate(model, x, p, space.encode(frame.iloc[:0]), spans)
     assert (empty.returned, empty.validity, empty.counterfactuals) == (0, 0.0, [])
     assert_counts_consistent(empty, asked=3)
 

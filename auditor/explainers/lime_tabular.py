@@ -11,8 +11,12 @@ near that decision.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import math
+import os
+import queue
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
@@ -21,6 +25,8 @@ from pydantic import BaseModel, Field
 from .base import Explainer, ExplainerSpec, Progress, attribution_targets, decision_seed
 
 __all__ = ["Lime", "LimeSpec", "LimeResult"]
+
+CHUNK_ROWS = 200_000  # batched engine: perturbations held and scored at once (~50 MB for 30 features)
 
 
 class LimeSpec(ExplainerSpec):
@@ -199,38 +205,114 @@ def _feature_names(explainer, row: np.ndarray, labels: list[str]) -> list[str]:
 
 
 def _batched(explainer, model, batch, targets, num_features: int, seed: int, num_samples: int) -> list[_Fitted]:
-    """LIME for every decision with one model call.
+    """LIME for every decision, with one model call per chunk of decisions.
 
     Each decision's neighbourhood comes from lime's own sampler with the decision's seed, exactly as
-    explain_instance draws it; the perturbations of all decisions are scored in one predict_proba call;
-    the kernel-weighted ridge (alpha 1, and lime's 'highest_weights' selection when fewer features are
-    asked for) is solved in closed form instead of by scikit-learn per decision.
+    explain_instance draws it (with the truncated-normal inverse CDF of its discretiser computed per bin,
+    see ``_fast_undiscretize``); the perturbations of a chunk of decisions are scored in one predict_proba
+    call; the kernel-weighted ridge (alpha 1, and lime's 'highest_weights' selection when fewer features
+    are asked for) is solved in closed form instead of by scikit-learn per decision.
+
+    Chunks bound memory (about ``CHUNK_ROWS`` perturbations at a time, whatever the sample size) and run
+    on a few threads, each with its own copy of the explainer: numpy, scipy and the models release the
+    GIL, and every draw depends only on the decision's seed, so the result is the same on any machine.
     """
+    threads = min(os.cpu_count() or 1, 4)
+    # enough chunks to keep every thread busy to the end, none over CHUNK_ROWS perturbations
+    per_chunk = max(1, min(CHUNK_ROWS // num_samples, math.ceil(len(batch) / (4 * threads))))
+    chunks = [range(i, min(i + per_chunk, len(batch))) for i in range(0, len(batch), per_chunk)]
+    workers = max(1, min(len(chunks), threads))
+    idle: queue.SimpleQueue = queue.SimpleQueue()
+    for copy_ in [explainer] + [copy.deepcopy(explainer) for _ in range(workers - 1)]:
+        if copy_.discretizer is not None:
+            _fast_undiscretize(copy_.discretizer)
+        idle.put(copy_)
+
+    def chunk(rows: range) -> list[_Fitted]:
+        own = idle.get()
+        try:
+            return _explain_chunk(own, model, batch, rows, targets, num_features, seed, num_samples)
+        finally:
+            idle.put(own)
+
+    if workers == 1:
+        return [f for rows in chunks for f in chunk(rows)]
+    with ThreadPoolExecutor(workers, thread_name_prefix="lime") as pool:
+        return [f for fitted in pool.map(chunk, chunks) for f in fitted]
+
+
+def _explain_chunk(explainer, model, batch, rows: range, targets, num_features: int, seed: int,
+                   num_samples: int) -> list[_Fitted]:
     sample = explainer._LimeTabularExplainer__data_inverse  # lime's sampler, not reimplemented
     datas, inverses = [], []
-    for k, row in enumerate(batch.X):
+    for k in rows:
         _reseed(explainer, decision_seed(seed, batch.ids[k]))
-        data, inverse = sample(row, num_samples)
+        data, inverse = sample(batch.X[k], num_samples)
         datas.append(data)
         inverses.append(inverse)
     scores = model.predict_proba(np.concatenate(inverses))
+    del inverses
     n = len(model.space.features)
     out = []
-    for k, data in enumerate(datas):
+    for j, (k, data) in enumerate(zip(rows, datas)):
         t = int(targets[k])
         scaled = (data - explainer.scaler.mean_) / explainer.scaler.scale_
         weights = explainer.base.kernel_fn(np.sqrt(((scaled - scaled[0]) ** 2).sum(axis=1)))
-        y = scores[k * num_samples:(k + 1) * num_samples, t]
+        y = scores[j * num_samples:(j + 1) * num_samples, t]
         used = np.arange(n)
         if num_features < n:  # lime's 'highest_weights': rank by |coef * x0| under a light ridge
             coef, _ = _weighted_ridge(scaled, y, weights, alpha=0.01)
-            used = np.array(sorted(range(n), key=lambda j: -abs(coef[j] * scaled[0, j]))[:num_features])
+            used = np.array(sorted(range(n), key=lambda i: -abs(coef[i] * scaled[0, i]))[:num_features])
         coef, intercept = _weighted_ridge(scaled[:, used], y, weights, alpha=1.0)
         fitted = intercept + scaled[:, used] @ coef
         ranked = sorted(zip(used.tolist(), coef.tolist()), key=lambda jw: -abs(jw[1]))
         out.append(_Fitted(t, ranked, _feature_names(explainer, batch.X[k], model.space.labels), intercept,
                            _weighted_r2(y, fitted, weights), float(intercept + scaled[0, used] @ coef)))
     return out
+
+
+def _fast_undiscretize(discretizer) -> None:
+    """Give this lime discretiser a faster ``get_undiscretize_values`` that draws the same numbers.
+
+    lime maps a binned value back to a number by drawing from the normal distribution of the training
+    values in that bin, truncated to the bin: ``scipy.stats.truncnorm.rvs``, which takes one uniform draw
+    per value from the explainer's RandomState and inverts the CDF in log space per element (about 85% of
+    lime's tabular time). A bin's bounds are fixed, so Phi(a) and Phi(b) are computed once per bin; each
+    value then costs one ``ndtri``. The same uniforms are drawn in the same order, and the inverse CDF
+    agrees with scipy's to ~1e-14 (``tests/test_lime_engines.py`` checks the samples and the explanations).
+    """
+    from scipy.special import ndtr, ndtri
+
+    bins = {}
+    for feature in discretizer.means:
+        mins, maxs = np.array(discretizer.mins[feature]), np.array(discretizer.maxs[feature])
+        means, stds = np.array(discretizer.means[feature]), np.array(discretizer.stds[feature])
+        a, b = (mins - means) / stds, (maxs - means) / stds
+        # scipy inverts in the left tail, mirroring bins with a >= 0, for accuracy:
+        #   left:  z = ndtri(Phi(a) + q (Phi(b) - Phi(a)))
+        #   right: z = -ndtri(Phi(-b) + (1 - q) (Phi(-a) - Phi(-b)))
+        # both written as sign * ndtri(offset + q * slope), then value = mean + std * z
+        left = a < 0
+        low = np.where(left, ndtr(a), ndtr(-b))
+        mass = np.where(left, ndtr(b), ndtr(-a)) - low
+        offset, slope = np.where(left, low, low + mass), np.where(left, mass, -mass)
+        scale = stds * np.where(left, 1.0, -1.0)
+        # per bin (row): offset, slope, mean, scale, whether to draw, and lime's value where a bin has one value
+        bins[feature] = np.stack([offset, slope, means, scale, a != b, a], axis=1)
+
+    def get_undiscretize_values(feature, values):
+        offset, slope, mean, scale, draw, lower = np.moveaxis(bins[feature][values], -1, 0)
+        if draw.all():
+            q = discretizer.random_state.uniform(size=values.shape)  # what truncnorm.rvs draws
+            return mean + scale * ndtri(offset + q * slope)
+        out = lower.copy()  # lime returns the bin's lower z-score where the bin has one value
+        draw = draw.astype(bool)
+        if draw.any():
+            q = discretizer.random_state.uniform(size=int(draw.sum()))
+            out[draw] = mean[draw] + scale[draw] * ndtri(offset[draw] + q * slope[draw])
+        return out
+
+    discretizer.get_undiscretize_values = get_undiscretize_values
 
 
 def _top(exp, label: int, k: int = 5) -> set[int]:

@@ -64,7 +64,8 @@ sample_audits/%/models/.built: sample_audits/%/build.py $(STAMP)
 	@touch $@
 
 lock:
-	$(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/' > requirements.lock
+	@{ echo '# Exact versions this project is tested with (pip freeze of .venv). Regenerate with `make lock`.'; \
+	   $(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > requirements.lock
 
 bench: setup samples
 	$(PY) bench/audit_vs_naive.py

@@ -26,6 +26,7 @@ from .evidence import (
     SkippedMethod,
     Subject,
 )
+from .executors import Executor, LocalExecutor
 from .explainers import EXPLAINERS, Batch
 from .models import ModelAdapter, file_sha256, load_model
 from .performance import measure_performance
@@ -157,14 +158,17 @@ def run_audit(
     sample_size: int | None = None,
     seed: int | None = None,
     progress: ProgressFactory | None = None,
+    executor: Executor | None = None,
 ) -> Evidence:
-    """Compute the evidence for every audited pair. Deterministic for the same inputs and seed."""
+    """Compute the evidence for every audited pair. Deterministic for the same inputs and seed, whichever
+    ``executor`` runs the explainers (default: this process)."""
     overrides = {k: v for k, v in (("sample.size", sample_size), ("sample.seed", seed)) if v is not None}
     size = sample_size if sample_size is not None else policy.sample.size
     seed = seed if seed is not None else policy.sample.seed
     if size < 1:
         raise DataError("the sample size must be at least 1", hint="pass --sample N with N >= 1")
-    subjects = [_audit_subject(policy, p, size, seed, progress) for p in prepared]
+    executor = executor or LocalExecutor()
+    subjects = [_audit_subject(policy, p, size, seed, progress, executor) for p in prepared]
     warnings = [w for p in prepared for w in p.model.warnings]
     policy_dump = canonical_json(policy)
     evidence = Evidence(
@@ -180,7 +184,8 @@ def run_audit(
     return evidence
 
 
-def _audit_subject(policy: Policy, prep: Prepared, size: int, seed: int, progress: ProgressFactory | None) -> Subject:
+def _audit_subject(policy: Policy, prep: Prepared, size: int, seed: int, progress: ProgressFactory | None,
+                   executor: Executor) -> Subject:
     """One audited (model, dataset) pair: performance, the sample, every explanation, the decisions."""
     model, data = prep.model, prep.dataset
     proba = model.predict_proba(list(data.X) if data.kind == "text" else data.X)
@@ -189,7 +194,7 @@ def _audit_subject(policy: Policy, prep: Prepared, size: int, seed: int, progres
                          classes=model.classes, ids=data.ids)
     rows = sample.rows
     batch = _rows(data, rows)
-    local, global_results, methods, skipped = _run_explainers(policy, prep, batch, seed, progress)
+    local, global_results, methods, skipped = _run_explainers(policy, prep, batch, seed, progress, executor)
     used = None
     if data.kind == "tabular":
         decisions, used = _tabular_decisions(policy, prep, rows, proba, local, skipped, seed)
@@ -220,7 +225,8 @@ def _rows(data, rows) -> Batch:
                  rationales=None if rationales is None else [rationales[r] for r in rows])
 
 
-def _run_explainers(policy: Policy, prep: Prepared, batch: Batch, seed: int, progress: ProgressFactory | None):
+def _run_explainers(policy: Policy, prep: Prepared, batch: Batch, seed: int, progress: ProgressFactory | None,
+                    executor: Executor):
     """Every explanation the policy asks for that applies to this model; the others listed as skipped."""
     model, data = prep.model, prep.dataset
     local: dict[str, list] = {}
@@ -238,8 +244,8 @@ def _run_explainers(policy: Policy, prep: Prepared, batch: Batch, seed: int, pro
         explainer = cls(spec)
         advance = progress(f"{spec.name} · {model.id}", len(batch) if cls.scope == "local" else 1) if progress else None
         if cls.scope == "local":
-            results, parameters = explainer.explain(model, batch, background=prep.background.X, seed=seed,
-                                                    progress=advance)
+            results, parameters = executor.explain(explainer, model, batch, background=prep.background.X,
+                                                   seed=seed, progress=advance)
             local[spec.name] = results
         else:
             results, parameters = explainer.explain(model, Batch(X=data.X, ids=list(data.ids), y=data.y),

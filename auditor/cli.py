@@ -103,9 +103,13 @@ def cli() -> None:
                    "output folder's parent; env AUDITOR_HISTORY).")
 @click.option("--compare-to", default=None, metavar="last|RUN|DIR",
               help="Add a 'changes since' section: the last completed run of this audit, a run id, or a folder.")
+@click.option("--executor", default="local", show_default=True, metavar="local|dask|dask://HOST:PORT",
+              help="Where the explainers' per-decision work runs: this process, a Dask cluster started on this "
+                   "machine (2 worker processes), or the Dask scheduler at HOST:PORT. Same evidence either way.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def run(policy: Path, out: Path | None, sample_size: int | None, seed: int | None, identity: Path | None,
-        force: bool, as_json: bool, history_url_option: str | None, compare_to: str | None, quiet: bool) -> None:
+        force: bool, as_json: bool, history_url_option: str | None, compare_to: str | None, executor: str,
+        quiet: bool) -> None:
     """Run the audit POLICY describes.
 
     Writes report.html, report.pdf, evidence.json, the policy, and manifest.json (SHA-256 of every
@@ -131,7 +135,7 @@ def run(policy: Path, out: Path | None, sample_size: int | None, seed: int | Non
     history = History(history_url(history_url_option, Path(out).resolve().parent))
     with _Progress(console, enabled=not quiet) as progress:
         outcome = execute(policy, out=out, sample_size=sample_size, seed=seed, force=force, identity_dir=identity,
-                          progress=progress, say=say, history=history, compare_to=compare_to)
+                          progress=progress, say=say, history=history, compare_to=compare_to, executor=executor)
     state = "signed" if outcome.signed else "[yellow]unsigned[/yellow] (no --identity)"
     say(f"[green]Wrote[/green] {out}/ ({', '.join(outcome.files)}), {state}, in {time.perf_counter() - started:.1f} s")
     findings = outcome.evidence.findings
@@ -224,7 +228,7 @@ def history_command(audit_id: str | None, history_url_option: str | None, as_jso
     for r in runs:
         f = r.findings
         counts = f"{f.get('pass', 0)} pass {f.get('warn', 0)} warn {f.get('fail', 0)} fail" if f else "-"
-        click.echo(f"{r.run_id[:12]:<12} {r.audit_id[:22]:<22} {r.status:<10} {r.started_utc:<20} {counts:<18} {r.out}")
+        click.echo(f"{r.run_id[:12]:<12} {r.audit_id[:22]:<22} {r.status:<10} {r.started_utc[:19] + 'Z':<20} {counts:<18} {r.out}")
         if r.error:
             click.echo(f"{'':<12} error: {r.error}")
 

@@ -27,6 +27,11 @@ _TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "scipy.sparse.")
 _TRUSTED_EXACT = {"collections.OrderedDict", "collections.defaultdict"}
 
 PREDICT_BATCH = 65_536  # rows scored per model call; bounds memory for LIME's perturbations etc.
+TORCH_ROWS = 512
+"""A tabular network scores rows in blocks of exactly this many (the last one padded). In float32 a row's
+output depends, in its last bits, on the shape of the matrix product it is part of; fixed blocks make every
+row's score independent of how many other rows share the call, so a decision's explanation is the same
+whatever the sample size or the executor's chunks."""
 
 
 def path_sha256(path: Path) -> str:
@@ -64,6 +69,38 @@ class ClassifierView:
         if self.spec.positive_class is None:
             return len(self.classes) - 1
         return self.classes.index(python_label(self.spec.positive_class))
+
+    # Pickling (for Dask workers): TorchScript modules cannot be pickled, so they travel as their saved bytes.
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for key, value in state.items():
+            if type(value).__name__ == "RecursiveScriptModule":
+                import io
+
+                import torch
+
+                buffer = io.BytesIO()
+                torch.jit.save(value, buffer)
+                state[key] = _TorchScriptBytes(buffer.getvalue())
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for key, value in state.items():
+            if isinstance(value, _TorchScriptBytes):
+                import io
+
+                import torch
+
+                module = torch.jit.load(io.BytesIO(value.data), map_location="cpu")
+                module.eval()
+                state[key] = module
+        self.__dict__.update(state)
+
+
+@dataclass(frozen=True)
+class _TorchScriptBytes:
+    data: bytes
 
 
 @dataclass
@@ -104,8 +141,12 @@ class ModelAdapter(ClassifierView):
         if self.framework == "torch":
             import torch
 
+            n = len(X)
+            padded = np.concatenate([X, np.repeat(X[-1:], -n % TORCH_ROWS, axis=0)]) if n % TORCH_ROWS else X
+            inputs = self.to_tensor(padded)
             with torch.no_grad():
-                proba = self.torch_forward(self.to_tensor(X)).double().numpy()
+                proba = torch.cat([self.torch_forward(block) for block in inputs.split(TORCH_ROWS)])
+            proba = proba[:n].double().numpy()
             return proba / proba.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
         return np.asarray(self.estimator.predict_proba(self._sklearn_input(X)), dtype=np.float64)
 

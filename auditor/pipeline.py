@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .audit import ProgressFactory, prepare, run_audit
+from .executors import open_executor
 from .errors import AuditorError, VerificationError
 from .evidence import Evidence, evidence_json_schema
 from .output import check_destination, write_atomically
@@ -68,8 +69,11 @@ def _previous_run(compare_to: str, history, audit_id: str, run_id: str):
 
 def execute(policy_path: Path, *, out: Path, sample_size: int | None = None, seed: int | None = None,
             force: bool = False, identity_dir: Path | None = None, progress: ProgressFactory | None = None,
-            say=lambda *a: None, history=None, compare_to: str | None = None) -> RunOutcome:
-    """Run one audit into ``out``, recording it in ``history`` (a History) from start to end."""
+            say=lambda *a: None, history=None, compare_to: str | None = None,
+            executor: str | None = None) -> RunOutcome:
+    """Run one audit into ``out``, recording it in ``history`` (a History) from start to end.
+
+    ``executor``: where the explainers' per-decision work runs (see :func:`auditor.executors.open_executor`)."""
     started = datetime.now(timezone.utc)
     run_id = uuid.uuid4().hex
     policy = load_policy(policy_path)
@@ -80,8 +84,10 @@ def execute(policy_path: Path, *, out: Path, sample_size: int | None = None, see
                       policy_sha256=policy.sha256, out=str(Path(out).resolve()),
                       signer=identity.name if identity else None)
     try:
-        outcome = _execute(policy, identity, run_id, started, out=out, sample_size=sample_size, seed=seed,
-                           force=force, progress=progress, say=say, history=history, compare_to=compare_to)
+        with open_executor(executor) as runner:
+            outcome = _execute(policy, identity, run_id, started, out=out, sample_size=sample_size, seed=seed,
+                               force=force, progress=progress, say=say, history=history, compare_to=compare_to,
+                               executor=runner)
     except AuditorError as exc:
         if history is not None:
             history.finish(run_id, status="failed", exit_code=exc.exit_code, error=exc.message)
@@ -103,13 +109,15 @@ def execute(policy_path: Path, *, out: Path, sample_size: int | None = None, see
 
 
 def _execute(policy, identity, run_id: str, started: datetime, *, out: Path, sample_size, seed, force, progress,
-             say, history, compare_to) -> RunOutcome:
+             say, history, compare_to, executor) -> RunOutcome:
     prepared = prepare(policy)
     for p in prepared:
         shape = (f"{len(p.dataset.space.features)} features" if p.dataset.kind == "tabular"
                  else f"{p.dataset.kind} data")
         say(f"  model {p.model.id} ({p.model.kind}) on {p.dataset.spec.id}: {p.dataset.n_rows} rows, {shape}")
-    evidence = run_audit(policy, prepared, sample_size=sample_size, seed=seed, progress=progress)
+    if executor.name != "local":
+        say(f"  explainers run on {executor.describe()}")
+    evidence = run_audit(policy, prepared, sample_size=sample_size, seed=seed, progress=progress, executor=executor)
     evidence_bytes = evidence.to_json().encode("utf-8")
     files: dict[str, bytes] = {
         "evidence.json": evidence_bytes,

@@ -1,0 +1,186 @@
+"""Where the per-decision work of the explainers runs: in this process, or on a Dask cluster.
+
+Every local explainer already batches its work across decisions and derives each decision's randomness
+from the audit seed and the decision's id (:func:`~auditor.explainers.base.decision_seed`), so a
+decision's explanation does not depend on which other decisions share its batch. An executor therefore
+only has to cut the sampled decisions into chunks, hand each chunk to ``explainer.explain`` and put the
+results back in order:
+
+- :class:`LocalExecutor` (the default) runs the chunks one after another in this process. Chunks keep
+  memory flat as the sample grows: only one chunk's intermediate arrays exist at a time.
+- :class:`DaskExecutor` (``auditor run --executor dask[://scheduler]``) sends the chunks to the workers of
+  a ``distributed`` cluster (a LocalCluster when no address is given). The model and the background data
+  are shipped to every worker once; TorchScript modules travel as their saved bytes.
+
+Both cut the decisions at the same places (``CHUNK_DECISIONS``), so the evidence is the same whichever
+runs it. Global explainers (surrogate rules, permutation importance) look at the whole dataset at once and
+run in this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import replace
+
+import numpy as np
+
+from .errors import AuditorError
+from .explainers import Batch
+
+__all__ = ["CHUNK_DECISIONS", "DaskExecutor", "Executor", "LocalExecutor", "chunks", "open_executor"]
+
+CHUNK_DECISIONS = 256
+"""Decisions per chunk: each explainer batches within a chunk (one model call per chunk and round)."""
+
+
+def chunks(batch: Batch, size: int | None = None) -> list[Batch]:
+    """The batch cut into consecutive chunks of at most ``size`` (default ``CHUNK_DECISIONS``) decisions;
+    masks and rationales follow their decisions."""
+    size = size or CHUNK_DECISIONS
+    out = []
+    for start in range(0, len(batch), size):
+        part = slice(start, start + size)
+        out.append(replace(
+            batch, X=batch.X[part], ids=list(batch.ids[part]), y=None if batch.y is None else batch.y[part],
+            masks=None if batch.masks is None else batch.masks[part],
+            rationales=None if batch.rationales is None else list(batch.rationales[part])))
+    return out
+
+
+def _explain_chunk(explainer, model, chunk: Batch, background: np.ndarray, seed: int):
+    """What one worker runs: a local explainer on one chunk (no progress callback crosses processes)."""
+    return explainer.explain(model, chunk, background=background, seed=seed)
+
+
+class Executor:
+    """Runs a local explainer over a batch of decisions; returns (results in batch order, parameters)."""
+
+    name: str = "local"
+
+    def explain(self, explainer, model, batch: Batch, *, background: np.ndarray, seed: int, progress=None):
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the executor holds (a cluster, a connection)."""
+
+    def describe(self) -> str:
+        return "this process"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class LocalExecutor(Executor):
+    """The chunks one after another, in this process."""
+
+    name = "local"
+
+    def explain(self, explainer, model, batch: Batch, *, background: np.ndarray, seed: int, progress=None):
+        results, parameters = [], None
+        for chunk in chunks(batch):
+            part, parameters = explainer.explain(model, chunk, background=background, seed=seed, progress=progress)
+            results.extend(part)
+        if parameters is None:  # an empty batch
+            return explainer.explain(model, batch, background=background, seed=seed, progress=progress)
+        return results, parameters
+
+
+class DaskExecutor(Executor):
+    """The chunks on the workers of a Dask ``distributed`` cluster, results gathered in order.
+
+    ``address`` is a scheduler address (``tcp://host:8786``); None starts a LocalCluster of ``workers``
+    single-threaded worker processes on this machine. Workers need the auditor and its dependencies
+    installed; they do not need the policy's files, since the model and background data are sent to them.
+    """
+
+    name = "dask"
+
+    def __init__(self, address: str | None = None, *, workers: int = 2) -> None:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:  # pragma: no cover - distributed is in the lock file
+            raise AuditorError("--executor dask needs the 'distributed' package",
+                               hint="pip install 'auditor[dask]' (make setup installs it)") from None
+        self.address = address
+        self._cluster = None
+        try:
+            if address is None:
+                self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                             dashboard_address=None)
+                self.client = Client(self._cluster)
+            else:
+                self.client = Client(address, timeout="10s")
+        except OSError as exc:
+            self.close()
+            raise AuditorError(f"--executor: cannot reach the Dask scheduler at {address}: {exc}",
+                               hint="start one with `dask scheduler` and workers with `dask worker ADDRESS`, "
+                               "or write --executor dask for a cluster on this machine") from None
+        self._shipped: dict[int, object] = {}
+
+    def _ship(self, value):
+        """Send a model or an array to every worker once; later tasks refer to it."""
+        key = id(value)
+        if key not in self._shipped:
+            _pickle_architectures_by_value(value)
+            self._shipped[key] = (value, self.client.scatter(value, broadcast=True, hash=False))
+        return self._shipped[key][1]
+
+    def explain(self, explainer, model, batch: Batch, *, background: np.ndarray, seed: int, progress=None):
+        from distributed import as_completed
+
+        parts = chunks(batch)
+        if not parts:
+            return explainer.explain(model, batch, background=background, seed=seed)
+        model_f, background_f = self._ship(model), self._ship(background)
+        futures = {self.client.submit(_explain_chunk, explainer, model_f, part, background_f, seed, pure=False): i
+                   for i, part in enumerate(parts)}
+        done: dict[int, tuple] = {}
+        for future in as_completed(futures):
+            done[futures[future]] = future.result()
+            if progress:
+                progress(len(parts[futures[future]]))
+        results = [r for i in range(len(parts)) for r in done[i][0]]
+        return results, done[0][1]
+
+    def describe(self) -> str:
+        workers = len(self.client.scheduler_info().get("workers", {}))
+        where = "a local Dask cluster" if self.address is None else f"the Dask cluster at {self.address}"
+        return f"{where} ({workers} workers)"
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if getattr(self, "client", None) is not None:
+                self.client.close()
+        with contextlib.suppress(Exception):
+            if self._cluster is not None:
+                self._cluster.close()
+
+
+def _pickle_architectures_by_value(value) -> None:
+    """Architecture files a policy names are loaded as ad-hoc modules that workers cannot import:
+    tell cloudpickle to send their classes by value."""
+    module = getattr(value, "module", None)
+    name = type(module).__module__ if module is not None else ""
+    if name.startswith("auditor_architecture_") and name in sys.modules:
+        import cloudpickle
+
+        cloudpickle.register_pickle_by_value(sys.modules[name])
+
+
+def open_executor(spec: str | None) -> Executor:
+    """``--executor``: 'local' (default), 'dask' (a LocalCluster here) or 'dask://host:port'."""
+    if spec in (None, "", "local"):
+        return LocalExecutor()
+    if spec == "dask":
+        return DaskExecutor()
+    if spec.startswith("dask://"):
+        address = spec[len("dask://"):]
+        if not address:
+            raise AuditorError("--executor dask:// needs a scheduler address", hint="e.g. dask://10.0.0.5:8786")
+        return DaskExecutor(address if "://" in address else f"tcp://{address}")
+    raise AuditorError(f"--executor {spec!r}: unknown executor",
+                       hint="use local, dask (a cluster on this machine) or dask://SCHEDULER-HOST:PORT")

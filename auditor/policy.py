@@ -221,9 +221,10 @@ class ReportSpec(_Strict):
     formats: list[Literal["html", "pdf"]] = Field(default_factory=lambda: ["html", "pdf"], min_length=1)
     top_features: int = Field(default=10, ge=1, le=50, description="Features shown per decision chart.")
     max_decisions: int | None = Field(
-        default=None, ge=0,
-        description="Per-decision sections shown per model (failed and adverse first, then by id); the evidence "
-        "keeps every decision. Default: all.",
+        default=25, ge=0,
+        description="Detailed per-decision sections per model (misclassified and adverse first, then in sample "
+        "order); when the sample is larger, a register lists every sampled decision in one line each, and the "
+        "evidence keeps all of them. null: a detailed section for every decision.",
     )
 
 

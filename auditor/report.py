@@ -190,10 +190,12 @@ def build_view(evidence: Evidence, *, generated_at: datetime | None = None) -> d
     limit = evidence.policy["report"].get("max_decisions")
     for sv in subjects:
         sv["decisions_total"] = len(sv["decisions"])
+        sv["register"] = None
         if limit is not None and len(sv["decisions"]) > limit:
             # Misclassified and adverse decisions are the ones a reviewer must see first.
             ranked = sorted(sv["decisions"], key=lambda d: (d["correct"], d["reasons"] is None))
             keep = {id(d) for d in ranked[:limit]}
+            sv["register"] = _register_view(sv["decisions"], keep)
             sv["decisions"] = [d for d in sv["decisions"] if id(d) in keep]
     return {
         "audit": audit,
@@ -215,6 +217,21 @@ def build_view(evidence: Evidence, *, generated_at: datetime | None = None) -> d
         "decision_count": sum(len(s.decisions) for s in evidence.subjects),
         "audit_top_features": evidence.policy["report"]["top_features"],
     }
+
+
+REGISTER_LIMIT = 2000
+"""Rows of the decision register per model; beyond it the report points to evidence.json."""
+
+
+def _register_view(decisions: list[dict], detailed: set[int]) -> dict[str, Any]:
+    """One line per sampled decision, for audits with more decisions than detailed sections."""
+    rows = [{"id": d["id"], "anchor": d["anchor"] if id(d) in detailed else None, "true": d["true"],
+             "predicted": d["predicted"], "probability": d["probability"], "correct": d["correct"],
+             "top": d.get("top", ""), "counterfactuals": d.get("cf_count", ""),
+             "adverse": d["reasons"] is not None} for d in decisions[:REGISTER_LIMIT]]
+    first = next((d["methods"][0]["title"] for d in decisions if d.get("methods")), None)
+    return {"rows": rows, "total": len(decisions), "omitted": max(0, len(decisions) - REGISTER_LIMIT),
+            "top_method": first, "has_cf": any(r["counterfactuals"] for r in rows)}
 
 
 def _class_name(model, label) -> str:
@@ -522,10 +539,20 @@ def _decision_view(s, d, labels: dict[str, str], positive: str, top_n: int, subj
             "agree": pr.agree,
             "overlap": None if pr.overlap is None else _pct(pr.overlap),
         }
+    cf_count = ", ".join(f"{len(c['entries'])} of {r.asked}" for c, r in
+                         zip(counterfactuals, (r for r in d.explanations.values() if r.method == "counterfactuals")))
+    top = ""
+    if attributions:
+        first = next(iter(attributions.values()))
+        values = first.attributions if first.method == "integrated_gradients" else first.weights
+        top = ", ".join(f"{labels[f]} {'+' if v > 0 else '−'}"
+                        for f, v in sorted(values.items(), key=lambda kv: -abs(kv[1]))[:3])
     return {
         "anchor": _anchor(subject_anchor, "decision", d.id),
         "id": d.id,
         "row": d.row,
+        "top": top,
+        "cf_count": cf_count,
         "true": true_name,
         "predicted": pred_name,
         "correct": d.correct,

@@ -145,7 +145,26 @@ def test_max_decisions_limits_the_report_not_the_evidence(hostile_run):
     evidence.policy["report"]["max_decisions"] = 1
     html = render_html(evidence, generated_at=WHEN)
     assert html.count('class="decision"') == 1
-    assert "1 of 3 sampled decisions are shown" in html
+    assert "1 of 3 sampled decisions have a detailed section" in html
     wrong = [d for d in evidence.subjects[0].decisions if not d.correct]
     if wrong:  # a misclassified decision is the one kept
         assert f"Decision {wrong[0].id}" in html
+    # the register lists every sampled decision, linking the detailed one
+    register = html[html.index('<section class="register"'):]
+    register = register[:register.index("</section>")]
+    assert "All 3 sampled decisions" in register
+    for d in evidence.subjects[0].decisions:
+        assert f"{d.id}</td>" in register or f"{d.id}</a>" in register
+    assert register.count('<a href="#') == 1
+
+
+def test_default_report_details_25_decisions_and_registers_the_rest(hostile_run):
+    evidence = read_evidence(hostile_run / "evidence.json")
+    subject = evidence.subjects[0]
+    many = [d.model_copy(update={"id": f"{d.id}-{k}"}) for k in range(10) for d in subject.decisions]
+    evidence = evidence.model_copy(update={"subjects": [subject.model_copy(update={"decisions": many})]})
+    assert evidence.policy["report"]["max_decisions"] == 25  # the policy left it out: the default
+    html = render_html(evidence, generated_at=WHEN)
+    assert html.count('class="decision"') == 25
+    assert "All 30 sampled decisions" in html
+    assert "<script>" not in html  # hostile feature names stay escaped in the register's top features too

@@ -351,7 +351,7 @@ class _BatchedRandomSearch:
         candidates = np.repeat(X[:, None, :], size, axis=1)
         # A decision outside a permitted range cannot keep that value in any counterfactual: every
         # candidate starts with a value inside the range (DiCE leaves it, and such candidates fail the checks).
-        outside = self._outside(X)
+        outside = np.repeat(self._outside(X)[:, None, :], size, axis=1)
         candidates[outside] = draws[outside]
         pools: list[np.ndarray] = [np.empty((0, n)) for _ in range(d)]
         active = np.ones(d, dtype=bool)
@@ -393,12 +393,12 @@ class _BatchedRandomSearch:
         return pool[np.sort(np.array(taken + rest[: count - len(taken)]))]
 
     def _outside(self, X: np.ndarray) -> np.ndarray:
-        """(decisions, SAMPLE_SIZE, features) mask: features of varying decisions outside their permitted range."""
+        """(rows, features) mask: the values outside the permitted range of a feature that may vary."""
         mask = np.zeros(X.shape, dtype=bool)
         for i in self.limited:
             kind, a, b = self.samplers[i]
             mask[:, i] = ~np.isin(X[:, i], a) if kind == "categorical" else (X[:, i] < a) | (X[:, i] > b)
-        return np.repeat(mask[:, None, :], self.SAMPLE_SIZE, axis=1)
+        return mask
 
     def _sparsify(self, X: np.ndarray, targets: np.ndarray, chosen: list[np.ndarray]) -> list[np.ndarray]:
         """DiCE's binary post-hoc sparsity, for every counterfactual at once.
@@ -412,7 +412,7 @@ class _BatchedRandomSearch:
             return chosen
         cfs = np.concatenate(chosen)
         query, target = X[owner], targets[owner]
-        allowed = ~self._outside(query)[:, 0, :]  # never move back to a value outside a permitted range
+        allowed = ~self._outside(query)  # never move back to a value outside a permitted range
         for i in self.sparsity_order:
             diff = query[:, i] - cfs[:, i]
             todo = np.flatnonzero((diff != 0) & (np.abs(diff) <= self.thresholds[i]) & allowed[:, i])

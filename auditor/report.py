@@ -57,8 +57,10 @@ METHOD_NOTES = {
     "counterfactuals": {
         "cite": "R. K. Mothilal, A. Sharma, C. Tan. Explaining Machine Learning Classifiers through Diverse "
                 "Counterfactual Explanations. FAT* 2020.",
-        "how": "DiCE (dice-ml) searches for a few diverse inputs, close to the decision, that the model decides the "
-               "other way, changing only mutable features within their permitted ranges. Every candidate is re-scored "
+        "how": "DiCE's method searches for a few diverse inputs, close to the decision, that the model decides the "
+               "other way, changing only mutable features within their permitted ranges: for method random, the "
+               "auditor's batched engine (DiCE's random search for all decisions at once, tested for equal quality "
+               "against dice-ml); otherwise dice-ml itself (engine 'reference'). Every candidate is re-scored "
                "by the model and checked against the immutable features and ranges; candidates that fail are removed "
                "and counted.",
         "quality": "Validity (valid counterfactuals / asked), proximity (mean per-feature distance: numeric |change| / "
@@ -379,10 +381,10 @@ def _subject_view(evidence: Evidence, s) -> dict[str, Any]:
             prox = [r.proximity for r in results if r.proximity is not None]
             quality.append(f"{m.title}: {valid} valid of {asked} asked ({_pct(valid / asked)}); "
                            f"mean proximity {_num(float(sum(prox) / len(prox)), 2) if prox else 'n/a'}; "
-                           f"{not_flip} returned by DiCE did not flip the decision and {dropped} broke a constraint "
+                           f"{not_flip} returned by the search did not flip the decision and {dropped} broke a constraint "
                            "(all removed)")
             if dropped:
-                observations.append({"level": "warn", "text": f"{model.id}: DiCE returned {dropped} counterfactual(s) that "
+                observations.append({"level": "warn", "text": f"{model.id}: the search returned {dropped} counterfactual(s) that "
                                      "changed an immutable feature or left a permitted range; they were removed and are "
                                      "not shown."})
             none_found = [str(d.id) for d in s.decisions if m.name in d.explanations
@@ -602,7 +604,7 @@ def _counterfactual_view(name: str, r, model, labels: dict[str, str], s) -> dict
                                for f, c in cf.changes.items()],
                    "outcome": _class_name(model, cf.predicted_label), "probability": _prob(cf.probability)}
                   for cf in r.counterfactuals],
-        "summary": (f"{len(r.counterfactuals)} valid of {r.asked} asked; DiCE returned {r.returned}, of which "
+        "summary": (f"{len(r.counterfactuals)} valid of {r.asked} asked; the search returned {r.returned}, of which "
                     f"{r.dropped_not_flipping} did not change the decision and {r.dropped_constraint_violations} "
                     "broke a constraint (removed)."),
         "metrics": (f"proximity {_num(r.proximity, 2)}, sparsity {_num(r.sparsity, 2)} features changed, "

@@ -150,7 +150,10 @@ class ImageModel(ClassifierView):
         return f"PyTorch image classifier ({name})"
 
     def forward(self, inputs):
-        out = self.module(inputs)
+        from .models import plain_torchscript
+
+        with plain_torchscript():
+            out = self.module(inputs)
         return out.softmax(dim=-1) if self.spec.outputs == "logits" else out
 
     def predict_proba(self, X: np.ndarray, batch: int = 256) -> np.ndarray:

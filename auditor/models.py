@@ -53,6 +53,18 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def plain_torchscript():
+    """Run TorchScript modules without the JIT's profiling optimisations.
+
+    TorchScript re-optimises a module's graph after its first calls, and the optimised graph rounds
+    float32 differently in the last bits: a decision's explanation then depended on how often the module
+    had run before in the process (a Dask worker's fresh copy gave other last digits than the main
+    process). Unoptimised execution gives the same numbers on every call."""
+    import torch
+
+    return torch.jit.optimized_execution(False)
+
+
 class ClassifierView:
     """What every model adapter (tabular, image, text) says about its classes; needs ``spec`` and ``classes``."""
 
@@ -179,7 +191,8 @@ class ModelAdapter(ClassifierView):
 
     def torch_forward(self, inputs):
         """Probabilities from model inputs, differentiable (softmax over logits if needed)."""
-        out = self.estimator(inputs)
+        with plain_torchscript():
+            out = self.estimator(inputs)
         if self.spec.outputs == "logits":
             out = out.softmax(dim=-1)
         return out

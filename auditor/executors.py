@@ -14,12 +14,13 @@ results back in order:
 
 Both cut the decisions at the same places (``CHUNK_DECISIONS``), so the evidence is the same whichever
 runs it. Global explainers (surrogate rules, permutation importance) look at the whole dataset at once and
-run in this process.
+run in this process, and so do the explainers of text (transformers) models, which do not pickle intact.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from dataclasses import replace
 
@@ -48,8 +49,12 @@ def chunks(batch: Batch, size: int | None = None) -> list[Batch]:
     return out
 
 
-def _explain_chunk(explainer, model, chunk: Batch, background: np.ndarray, seed: int):
+def _explain_chunk(explainer, model, chunk: Batch, background: np.ndarray, seed: int, threads: int | None = None):
     """What one worker runs: a local explainer on one chunk (no progress callback crosses processes)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     return explainer.explain(model, chunk, background=background, seed=seed)
 
 
@@ -107,6 +112,10 @@ class DaskExecutor(Executor):
                                hint="pip install 'auditor[dask]' (make setup installs it)") from None
         self.address = address
         self._cluster = None
+        # Starting a LocalCluster writes its workers' settings (OMP_NUM_THREADS=1, MKL_NUM_THREADS=1,
+        # PYTHONHASHSEED...) into this process's environment, where numerical libraries that initialise
+        # lazily would read them and round differently: put the environment back once the workers run.
+        environment = dict(os.environ)
         try:
             if address is None:
                 self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
@@ -119,7 +128,14 @@ class DaskExecutor(Executor):
             raise AuditorError(f"--executor: cannot reach the Dask scheduler at {address}: {exc}",
                                hint="start one with `dask scheduler` and workers with `dask worker ADDRESS`, "
                                "or write --executor dask for a cluster on this machine") from None
+        finally:
+            os.environ.clear()
+            os.environ.update(environment)
         self._shipped: dict[int, object] = {}
+        # Dask starts workers with one thread for numerical libraries (OMP_NUM_THREADS=1). torch's float32
+        # reductions depend on its thread count in their last bits, so every task uses this process's count
+        # (set in the thread that runs it: OpenMP's setting is per thread): the same evidence as a run here.
+        self._threads = _torch_threads()
 
     def _ship(self, value):
         """Send a model or an array to every worker once; later tasks refer to it."""
@@ -132,12 +148,17 @@ class DaskExecutor(Executor):
     def explain(self, explainer, model, batch: Batch, *, background: np.ndarray, seed: int, progress=None):
         from distributed import as_completed
 
+        if model.modality == "text":
+            # transformers models do not survive the trip to a worker intact (attention outputs come back
+            # empty after unpickling, and some tokenizers do not pickle): explain text in this process.
+            return LocalExecutor().explain(explainer, model, batch, background=background, seed=seed,
+                                           progress=progress)
         parts = chunks(batch)
         if not parts:
             return explainer.explain(model, batch, background=background, seed=seed)
         model_f, background_f = self._ship(model), self._ship(background)
-        futures = {self.client.submit(_explain_chunk, explainer, model_f, part, background_f, seed, pure=False): i
-                   for i, part in enumerate(parts)}
+        futures = {self.client.submit(_explain_chunk, explainer, model_f, part, background_f, seed, self._threads,
+                                      pure=False): i for i, part in enumerate(parts)}
         done: dict[int, tuple] = {}
         for future in as_completed(futures):
             done[futures[future]] = future.result()
@@ -158,6 +179,14 @@ class DaskExecutor(Executor):
         with contextlib.suppress(Exception):
             if self._cluster is not None:
                 self._cluster.close()
+
+
+def _torch_threads() -> int | None:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return None
+    return torch.get_num_threads()
 
 
 def _pickle_architectures_by_value(value) -> None:

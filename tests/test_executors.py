@@ -79,7 +79,10 @@ def test_dask_local_cluster_gives_the_same_evidence(audit, monkeypatch):
     policy, prepared, _ = audit
     monkeypatch.setattr(executors, "CHUNK_DECISIONS", 3)  # 4 chunks per method, shared by 2 workers
     local = run_audit(policy, prepared, executor=executors.LocalExecutor()).to_json()
+    environment = dict(os.environ)
     with executors.DaskExecutor(workers=2) as dask:
+        # the LocalCluster's worker settings (OMP_NUM_THREADS=1...) must not leak into this process
+        assert dict(os.environ) == environment
         assert len(dask.client.scheduler_info()["workers"]) == 2
         seen = []
         evidence = run_audit(policy, prepared, executor=dask,

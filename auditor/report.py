@@ -470,10 +470,14 @@ def _decision_view(s, d, labels: dict[str, str], positive: str, top_n: int, subj
     names = list(labels)
     methods = []
     union: list[str] = []
+    top = ""  # the register's summary: the first attribution method's three largest, with their direction
     attributions = {n: r for n, r in d.explanations.items() if r.method in ("integrated_gradients", "lime")}
     for name, r in attributions.items():
         values = r.attributions if r.method == "integrated_gradients" else r.weights
-        ranked = sorted(values.items(), key=lambda kv: -abs(kv[1]))[:top_n]
+        ordered = sorted(values.items(), key=lambda kv: -abs(kv[1]))
+        if not top:
+            top = ", ".join(f"{labels[f]} {'+' if v > 0 else '−'}" for f, v in ordered[:3])
+        ranked = ordered[:top_n]
         for f, _ in ranked:
             if f not in union:
                 union.append(f)
@@ -541,14 +545,8 @@ def _decision_view(s, d, labels: dict[str, str], positive: str, top_n: int, subj
             "agree": pr.agree,
             "overlap": None if pr.overlap is None else _pct(pr.overlap),
         }
-    cf_count = ", ".join(f"{len(c['entries'])} of {r.asked}" for c, r in
-                         zip(counterfactuals, (r for r in d.explanations.values() if r.method == "counterfactuals")))
-    top = ""
-    if attributions:
-        first = next(iter(attributions.values()))
-        values = first.attributions if first.method == "integrated_gradients" else first.weights
-        top = ", ".join(f"{labels[f]} {'+' if v > 0 else '−'}"
-                        for f, v in sorted(values.items(), key=lambda kv: -abs(kv[1]))[:3])
+    cf_count = ", ".join(f"{len(r.counterfactuals)} of {r.asked}" for r in d.explanations.values()
+                         if r.method == "counterfactuals")
     return {
         "anchor": _anchor(subject_anchor, "decision", d.id),
         "id": d.id,

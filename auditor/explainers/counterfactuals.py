@@ -389,7 +389,8 @@ class _BatchedRandomSearch:
                 taken.append(j)
                 if len(taken) == count:
                     break
-        rest = [j for j in order if j not in set(taken)]
+        picked = set(taken)
+        rest = [j for j in order if j not in picked]
         return pool[np.sort(np.array(taken + rest[: count - len(taken)]))]
 
     def _outside(self, X: np.ndarray) -> np.ndarray:

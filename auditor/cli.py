@@ -244,7 +244,8 @@ def diff_command(run_a: str, run_b: str, history_url_option: str | None, as_json
 
     Each run is a run id (or its first characters) from the history, or an output folder.
     """
-    from .diff import diff_audits, diff_text, load_run
+    from .diff import diff_audits, load_run
+    from .diff_text import diff_text
     from .errors import AuditorError
     from .history import History, history_url
 

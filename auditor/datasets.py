@@ -16,7 +16,10 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .policy import DatasetSpec, FeatureSpec, Policy
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .policy import DatasetSpec, FeatureSpec, Policy
 
 __all__ = ["Dataset", "FeatureSpace", "LabelledRows", "load_dataset", "python_label"]
 

@@ -2,32 +2,35 @@
 
 Everything the report shows comes from here, and nothing here depends on when or where the audit
 ran: no timestamps, no absolute paths. The same policy, inputs and seed give byte-identical evidence.
-``evidence_json_schema()`` is the JSON Schema it validates against.
+
+The result, summary and explanation types inside it come from the families in the registry
+(:data:`auditor.explainers.EXPLAINERS`): :func:`evidence_model` derives the typed model from the
+registry as it is when called, so a family added to the registry appears in the evidence schema
+(:func:`evidence_json_schema`) and is read back by :func:`read_evidence` with no edit here. The base
+classes below leave the per-family fields open; :func:`evidence_types` narrows them.
+
+Figures are addressed by evidence paths (:mod:`auditor.paths`): the report prints every figure with
+its path, and findings name the path their value rests on.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
-from .explainers.attention import AttentionResult
-from .explainers.counterfactuals import CounterfactualsResult
-from .explainers.image_maps import ImageMapResult
-from .explainers.text_attribution import TokenAttributionResult
-from .explainers.integrated_gradients import IntegratedGradientsResult
-from .explainers.lime_tabular import LimeResult
-from .explainers.permutation import PermutationImportanceResult
-from .explainers.rules import RulesResult
+from .agreement import Agreement, AgreementSummary
+from .explainers import EXPLAINERS, Observation, registry_key
 from .findings import Finding
 from .performance import GroupStats, Performance
-from .reasons import PrincipalReasons
+from .reasons import PrincipalReasons, ReasonsSummary
 
 __all__ = [
     "EVIDENCE_VERSION",
-    "Agreement",
     "DatasetInfo",
     "Decision",
     "Evidence",
@@ -36,14 +39,13 @@ __all__ = [
     "SampleInfo",
     "Subject",
     "evidence_json_schema",
+    "evidence_model",
+    "evidence_types",
     "read_evidence",
 ]
 
-EVIDENCE_VERSION = "1.0"
-
-LocalResult = Annotated[Union[IntegratedGradientsResult, LimeResult, CounterfactualsResult, ImageMapResult,
-                              TokenAttributionResult, AttentionResult], Field(discriminator="method")]
-GlobalResult = Annotated[Union[PermutationImportanceResult, RulesResult], Field(discriminator="method")]
+EVIDENCE_VERSION = "1.1"
+READABLE_VERSIONS = ("1.0", "1.1")
 Label = Union[int, str]
 
 
@@ -98,20 +100,12 @@ class MethodRecord(BaseModel):
     scope: Literal["local", "global"]
     spec: dict[str, Any] = Field(description="The policy entry, with defaults filled in.")
     parameters: dict[str, Any] = Field(description="Values derived while running (kernel width, baseline).")
+    summary: Any = Field(default=None, description="The family's summary over this subject's decisions.")
 
 
 class SkippedMethod(BaseModel):
     name: str
     reason: str
-
-
-class Agreement(BaseModel):
-    methods: list[str]
-    top_k: int
-    top_features: dict[str, list[str]] = Field(description="Each method's top-k features by |attribution|.")
-    shared: int = Field(description="Features in every method's top k.")
-    rank_correlation: float | None = Field(description="Spearman correlation of attributions over all features.")
-    agree: bool = Field(description="At least 60% of the top k are shared and the correlation is positive.")
 
 
 class Decision(BaseModel):
@@ -126,7 +120,7 @@ class Decision(BaseModel):
     predicted_label: Label
     probabilities: dict[str, float] = Field(description="Per class label (as text).")
     correct: bool
-    explanations: dict[str, LocalResult] = Field(description="Per explanation name.")
+    explanations: dict[str, Any] = Field(description="Per explanation name: the family's result.")
     agreement: Agreement | None = None
     principal_reasons: PrincipalReasons | None = Field(
         default=None, description="Adverse decisions only, when the policy asks for principal reasons."
@@ -143,18 +137,22 @@ class Subject(BaseModel):
     performance: Performance
     methods: list[MethodRecord]
     skipped: list[SkippedMethod] = Field(default_factory=list)
-    global_explanations: dict[str, GlobalResult] = Field(default_factory=dict)
+    global_explanations: dict[str, Any] = Field(default_factory=dict)
     subgroups: dict[str, list[GroupStats]] | None = Field(
         default=None, description="Per feature named by a threshold's 'by': performance of each group."
     )
     used_features: list[str] | None = Field(
         default=None, description="Features whose values change the model's output (for principal reasons)."
     )
+    agreement: AgreementSummary | None = Field(default=None, description="Method agreement over the decisions.")
+    reasons: ReasonsSummary | None = Field(default=None, description="Principal reasons over the decisions.")
+    observations: list[Observation] = Field(
+        default_factory=list, description="Points for the reviewer, each with what raised it.")
     decisions: list[Decision]
 
 
 class Evidence(BaseModel):
-    evidence_version: Literal["1.0"] = EVIDENCE_VERSION
+    evidence_version: Literal["1.0", "1.1"] = EVIDENCE_VERSION
     auditor_version: str
     policy_sha256: str
     audit: dict[str, Any]
@@ -162,6 +160,7 @@ class Evidence(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict, description="Command-line values that replaced the policy's.")
     subjects: list[Subject]
     findings: list[Finding] = Field(default_factory=list, description="The policy's thresholds, evaluated.")
+    finding_counts: dict[str, int] = Field(default_factory=dict, description="Findings by status (pass, warn, fail).")
     warnings: list[str] = Field(default_factory=list)
 
     def to_json(self) -> str:
@@ -169,12 +168,48 @@ class Evidence(BaseModel):
         return json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
+# --- the typed model, derived from the registry ----------------------------------------------------------
+
+
+def _union(types: list[type], tag: str):
+    unique = list(dict.fromkeys(types))
+    if len(unique) == 1:
+        return unique[0]
+    return Annotated[Union[tuple(unique)], Field(discriminator=tag)]
+
+
+@functools.lru_cache(maxsize=8)
+def _derived(key: tuple) -> SimpleNamespace:
+    families = [cls for _, cls in key]
+    local = _union([r for c in families if c.scope == "local" for r in c.Results], "method")
+    global_ = _union([r for c in families if c.scope == "global" for r in c.Results], "method")
+    summaries = [c.Summary for c in families if c.Summary is not None]
+    summary = _union(summaries, "kind") if summaries else Any
+    record = create_model("MethodRecord", __base__=MethodRecord, summary=(summary | None, None))
+    decision = create_model("Decision", __base__=Decision, explanations=(dict[str, local], ...))
+    subject = create_model("Subject", __base__=Subject, methods=(list[record], ...),
+                           global_explanations=(dict[str, global_], {}), decisions=(list[decision], ...))
+    evidence = create_model("Evidence", __base__=Evidence, subjects=(list[subject], ...))
+    return SimpleNamespace(MethodRecord=record, Decision=decision, Subject=subject, Evidence=evidence)
+
+
+def evidence_types() -> SimpleNamespace:
+    """The typed models (``Evidence``, ``Subject``, ``Decision``, ``MethodRecord``) with every registered
+    family's result and summary types: what an audit builds and what ``read_evidence`` returns."""
+    return _derived(registry_key())
+
+
+def evidence_model() -> type[Evidence]:
+    """The evidence model with every registered family's result and summary types."""
+    return evidence_types().Evidence
+
+
 def evidence_json_schema() -> dict[str, Any]:
-    schema = Evidence.model_json_schema()
+    schema = evidence_model().model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = f"auditor evidence, version {EVIDENCE_VERSION}"
     return schema
 
 
 def read_evidence(path: str | Path) -> Evidence:
-    return Evidence.model_validate_json(Path(path).read_text(encoding="utf-8"))
+    return evidence_model().model_validate_json(Path(path).read_text(encoding="utf-8"))

@@ -148,9 +148,9 @@ class DaskExecutor(Executor):
     def explain(self, explainer, model, batch: Batch, *, background: np.ndarray, seed: int, progress=None):
         from distributed import as_completed
 
-        if model.modality == "text":
-            # transformers models do not survive the trip to a worker intact (attention outputs come back
-            # empty after unpickling, and some tokenizers do not pickle): explain text in this process.
+        if not model.ships_to_workers:
+            # e.g. transformers models do not survive the trip to a worker intact (attention outputs come back
+            # empty after unpickling, and some tokenizers do not pickle): explain them in this process.
             return LocalExecutor().explain(explainer, model, batch, background=background, seed=seed,
                                            progress=progress)
         parts = chunks(batch)

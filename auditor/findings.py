@@ -7,17 +7,22 @@ Metrics:
 - ``fairness.positive_rate_gap`` ``by`` a feature: the largest difference between two groups' shares
   of decisions predicted as the positive class;
 - ``agreement.rate``: share of decisions whose attribution methods agree;
-- ``<explanation name>.<figure>``: a quality figure of an explanation, see ``FIGURES``.
+- ``<explanation name>.<figure>``: a quality figure of an explanation: a field of its family's summary,
+  offered in the family's ``figures`` (see :data:`auditor.explainers.EXPLAINERS`).
+
+Every value a finding reports is a field of the evidence, and the finding names its path.
 """
 
 from __future__ import annotations
 
-import statistics
-from typing import Callable, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
-__all__ = ["FIGURES", "Finding", "evaluate", "known_metric"]
+from .explainers import EXPLAINERS
+from .paths import path as evidence_path
+
+__all__ = ["PERFORMANCE", "Finding", "evaluate", "known_metric", "metric_names"]
 
 
 class Finding(BaseModel):
@@ -33,60 +38,13 @@ class Finding(BaseModel):
     message: str
 
 
-def _ig_deltas(results) -> list[float]:
-    out = []
-    for r in results:
-        if getattr(r, "method", "") == "integrated_gradients":
-            out.append(abs(r.convergence_delta))
-        elif getattr(r, "method", "") == "image_map":
-            out += [abs(m.convergence_delta) for m in r.maps if m.convergence_delta is not None]
-        elif getattr(r, "method", "") == "token_attribution":
-            out += [abs(t.convergence_delta) for t in r.targets if t.convergence_delta is not None]
-    return out
-
-
-def _maps(results):
-    return [m for r in results for m in getattr(r, "maps", []) if m.pointing_hit is not None]
-
-
-def _mean(values):
-    return statistics.fmean(values) if values else None
-
-
-_POINTING = {
-    "pointing_game": ("share of ground-truth images where the map's maximum is inside the mask",
-                      lambda rs: _mean([float(m.pointing_hit) for m in _maps(rs)])),
-    "mass_in_mask": ("mean share of positive attribution inside the mask",
-                     lambda rs: _mean([m.mass_in_mask for m in _maps(rs)])),
-}
-# Per explanation type: figure -> (description, function of the per-decision results or the global result).
-FIGURES: dict[str, dict[str, tuple[str, Callable]]] = {
-    "integrated_gradients": {
-        "max_delta": ("largest |convergence delta| over decisions", lambda rs: max(_ig_deltas(rs), default=None)),
-        **_POINTING,
-    },
-    "layer_integrated_gradients": {
-        "max_delta": ("largest |convergence delta| over decisions", lambda rs: max(_ig_deltas(rs), default=None)),
-        "rationale_mass": ("mean share of positive attribution on the ground-truth rationale",
-                           lambda rs: _mean([t.rationale_mass for r in rs for t in r.targets[:1]
-                                             if t.rationale_mass is not None])),
-    },
-    "lime": {
-        "median_score": ("median local-fit R²", lambda rs: statistics.median([r.score for r in rs]) if rs else None),
-        "min_score": ("lowest local-fit R²", lambda rs: min((r.score for r in rs), default=None)),
-        "stability": ("mean top-feature stability across repeats (Jaccard of top 5)",
-                      lambda rs: _mean([r.stability for r in rs if r.stability is not None])),
-    },
-    "counterfactuals": {
-        "validity": ("mean share of asked counterfactuals that are valid", lambda rs: _mean([r.validity for r in rs])),
-        "min_validity": ("lowest validity of any decision", lambda rs: min((r.validity for r in rs), default=None)),
-    },
-    "rules": {"fidelity": ("agreement of the rules with the model on held-out rows", lambda g: g.fidelity)},
-    "gradcam": dict(_POINTING),
-    "lrp": dict(_POINTING),
-    "lime_image": dict(_POINTING),
-}
 PERFORMANCE = ("accuracy", "balanced_accuracy", "roc_auc", "brier_score")
+
+
+def metric_names(explanation_types: dict[str, str]) -> list[str]:
+    """Every metric a threshold may name for a policy whose explanations are {name: type}."""
+    return ([f"performance.{p}" for p in PERFORMANCE] + ["fairness.positive_rate_gap", "agreement.rate"]
+            + [f"{name}.{figure}" for name, t in explanation_types.items() for figure in EXPLAINERS[t].figures])
 
 
 def known_metric(metric: str, explanation_types: dict[str, str]) -> str | None:
@@ -100,7 +58,7 @@ def known_metric(metric: str, explanation_types: dict[str, str]) -> str | None:
         return None if figure == "rate" else "use agreement.rate"
     if head not in explanation_types:
         return f"'{head}' is not an explanation in this policy (names: {', '.join(explanation_types) or 'none'})"
-    figures = FIGURES.get(explanation_types[head], {})
+    figures = EXPLAINERS[explanation_types[head]].figures
     if figure not in figures:
         return (f"{explanation_types[head]} records: {', '.join(head + '.' + f for f in figures)}" if figures
                 else f"{explanation_types[head]} has no quality figure to threshold")
@@ -141,6 +99,7 @@ def _fmt(v: float | None) -> str:
 
 def evaluate(policy, evidence) -> list[Finding]:
     """Every threshold on every model it applies to (and every group, with ``by``)."""
+
     findings: list[Finding] = []
     for t in policy.thresholds:
         head, _, figure = t.metric.partition(".")
@@ -153,33 +112,26 @@ def evaluate(policy, evidence) -> list[Finding]:
                 values.append((None, getattr(s.performance, figure), f"{where}.performance.{figure}"))
             elif head in ("performance", "fairness"):
                 groups = (s.subgroups or {}).get(t.by)
+                at = evidence_path(where, "subgroups", t.by)
                 if groups is None:
-                    values.append((None, None, f"{where}.subgroups.{t.by}"))
+                    values.append((None, None, at))
                 elif head == "fairness":
                     rates = [g.positive_rate for g in groups if g.rows]
                     gap = max(rates) - min(rates) if len(rates) > 1 else None
-                    values.append((None, gap, f"{where}.subgroups.{t.by}[*].positive_rate"))
+                    values.append((None, gap, f"{at}[*].positive_rate"))
                 else:
                     for gi, g in enumerate(groups):
-                        values.append((f"{t.by} = {g.group}", getattr(g, figure),
-                                       f"{where}.subgroups.{t.by}[{gi}].{figure}"))
+                        values.append((f"{t.by} = {g.group}", getattr(g, figure), evidence_path(at, gi, figure)))
             elif head == "agreement":
-                flags = [d.agreement.agree for d in s.decisions if d.agreement is not None]
-                if not flags:  # fewer than two attribution methods ran for this model: nothing to agree
+                if s.agreement is None:  # fewer than two attribution methods ran for this model: nothing to agree
                     continue
-                values.append((None, _mean([float(f) for f in flags]), f"{where}.decisions[*].agreement.agree"))
+                values.append((None, s.agreement.rate, f"{where}.agreement.rate"))
             else:
-                method = next((m for m in s.methods if m.name == head), None)
-                if method is None:  # the explanation did not run for this model (not applicable): nothing to check
+                index = next((i for i, m in enumerate(s.methods) if m.name == head), None)
+                if index is None:  # the explanation did not run for this model (not applicable): nothing to check
                     continue
-                extract = FIGURES[method.type][figure][1]
-                if method.scope == "global":
-                    data = s.global_explanations[head]
-                    path = f"{where}.global_explanations.{head}"
-                else:
-                    data = [d.explanations[head] for d in s.decisions if head in d.explanations]
-                    path = f"{where}.decisions[*].explanations.{head}"
-                values.append((None, extract(data), path))
+                summary = s.methods[index].summary
+                values.append((None, getattr(summary, figure, None), f"{where}.methods[{index}].summary.{figure}"))
             for group, value, path in values:
                 status, bound, comparator = _status(value, t)
                 name = t.name + (f" [{group}]" if group else "")

@@ -16,7 +16,10 @@ import numpy as np
 
 from .datasets import Dataset, FeatureSpace, python_label
 from .errors import ModelError
-from .policy import ModelSpec, Policy
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .policy import ModelSpec, Policy
 
 __all__ = ["ClassifierView", "ModelAdapter", "load_model", "file_sha256", "path_sha256"]
 
@@ -67,6 +70,9 @@ def plain_torchscript():
 
 class ClassifierView:
     """What every model adapter (tabular, image, text) says about its classes; needs ``spec`` and ``classes``."""
+
+    ships_to_workers = True
+    """Whether the model survives pickling to a Dask worker intact (see auditor.executors)."""
 
     @property
     def id(self) -> str:

@@ -19,6 +19,7 @@ from .executors import open_executor
 from .errors import AuditorError, VerificationError
 from .evidence import Evidence, evidence_json_schema
 from .output import check_destination, write_atomically
+from .plan import RunPlan, plan_run
 from .policy import load_policy
 from .provenance import MANIFEST, SIGNATURE, build_manifest, canonical_bytes, environment
 from .report import render_html, render_pdf
@@ -77,6 +78,7 @@ def execute(policy_path: Path, *, out: Path, sample_size: int | None = None, see
     started = datetime.now(timezone.utc)
     run_id = uuid.uuid4().hex
     policy = load_policy(policy_path)
+    plan = plan_run(policy, sample_size=sample_size, seed=seed, executor=executor)
     check_destination(out, force=force)
     identity = resolve_identity(identity_dir, policy)
     if history is not None:
@@ -84,10 +86,9 @@ def execute(policy_path: Path, *, out: Path, sample_size: int | None = None, see
                       policy_sha256=policy.sha256, out=str(Path(out).resolve()),
                       signer=identity.name if identity else None)
     try:
-        with open_executor(executor) as runner:
-            outcome = _execute(policy, identity, run_id, started, out=out, sample_size=sample_size, seed=seed,
-                               force=force, progress=progress, say=say, history=history, compare_to=compare_to,
-                               executor=runner)
+        with open_executor(plan.executor) as runner:
+            outcome = _execute(plan, identity, run_id, started, out=out, force=force, progress=progress, say=say,
+                               history=history, compare_to=compare_to, executor=runner)
     except AuditorError as exc:
         if history is not None:
             history.finish(run_id, status="failed", exit_code=exc.exit_code, error=exc.message)
@@ -108,16 +109,16 @@ def execute(policy_path: Path, *, out: Path, sample_size: int | None = None, see
     return outcome
 
 
-def _execute(policy, identity, run_id: str, started: datetime, *, out: Path, sample_size, seed, force, progress,
-             say, history, compare_to, executor) -> RunOutcome:
+def _execute(plan: RunPlan, identity, run_id: str, started: datetime, *, out: Path, force, progress, say, history,
+             compare_to, executor) -> RunOutcome:
+    policy = plan.policy
     prepared = prepare(policy)
     for p in prepared:
-        shape = (f"{len(p.dataset.space.features)} features" if p.dataset.kind == "tabular"
-                 else f"{p.dataset.kind} data")
-        say(f"  model {p.model.id} ({p.model.kind}) on {p.dataset.spec.id}: {p.dataset.n_rows} rows, {shape}")
+        say(f"  model {p.model.id} ({p.model.kind}) on {p.dataset.spec.id}: {p.dataset.n_rows} rows, "
+            f"{p.modality.describe(p.dataset)}")
     if executor.name != "local":
         say(f"  explainers run on {executor.describe()}")
-    evidence = run_audit(policy, prepared, sample_size=sample_size, seed=seed, progress=progress, executor=executor)
+    evidence = run_audit(plan, prepared, progress=progress, executor=executor)
     evidence_bytes = evidence.to_json().encode("utf-8")
     files: dict[str, bytes] = {
         "evidence.json": evidence_bytes,
@@ -138,16 +139,16 @@ def _execute(policy, identity, run_id: str, started: datetime, *, out: Path, sam
     say("  rendering HTML")
     html = render_html(evidence, generated_at=started, signer=signer,
                        evidence_sha256=hashlib.sha256(evidence_bytes).hexdigest(), changes=changes)
-    if "html" in policy.report.formats:
+    if "html" in plan.formats:
         files["report.html"] = html.encode("utf-8")
-    if "pdf" in policy.report.formats:
+    if "pdf" in plan.formats:
         say("  rendering PDF")
         pdf = render_pdf(html)
         if identity:
             say(f"  signing PDF as {identity.name}")
             pdf = identity.sign_pdf(pdf, reason=f"Explainability audit {policy.audit.id}")
         files["report.pdf"] = pdf
-    manifest = build_manifest(policy=policy, prepared=prepared, evidence=evidence, outputs=files,
+    manifest = build_manifest(plan=plan, prepared=prepared, outputs=files,
                               run_id=run_id, started=_utc(started),
                               finished=_utc(datetime.now(timezone.utc)), signer=signer)
     files[MANIFEST] = canonical_bytes(manifest)
@@ -227,8 +228,8 @@ def rerun(folder: Path, *, progress: ProgressFactory | None = None, say=lambda *
     policy = load_policy(policy_path)
     prepared = prepare(policy)
     overrides = inputs.get("overrides", {})
-    evidence = run_audit(policy, prepared, sample_size=overrides.get("sample.size"),
-                         seed=overrides.get("sample.seed"), progress=progress)
+    plan = plan_run(policy, sample_size=overrides.get("sample.size"), seed=overrides.get("sample.seed"))
+    evidence = run_audit(plan, prepared, progress=progress)
     fresh = evidence.to_json().encode("utf-8")
     if fresh == recorded_evidence:
         return RerunOutcome(True, changed, env_diff, None)

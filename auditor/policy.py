@@ -8,18 +8,22 @@ line where known, the field path and the fix.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator,
+                      model_validator)
 
 from .errors import PolicyError, Problem
-from .explainers import EXPLAINERS, SPECS
+from .explainers import EXPLAINERS, registry_key
+from .modalities import modality_of
+from .yaml_lines import line_of, read_yaml
 
 __all__ = [
+    "AgreementSpec",
     "AuditInfo",
     "AuditedPair",
     "DatasetSpec",
@@ -150,13 +154,10 @@ class DatasetSpec(_Strict):
     description: str | None = None
 
     @model_validator(mode="after")
-    def _features_for_tables(self):
-        if self.kind == "tabular" and not self.features:
-            raise ValueError("a tabular dataset needs 'features' (its input columns)")
-        if self.kind != "tabular" and self.features:
-            raise ValueError(f"'features' are for tabular data; an {self.kind} dataset has none")
-        if self.kind != "tabular" and self.source is not None:
-            raise ValueError(f"an {self.kind} dataset is read from 'path' (a CSV), not a bundled 'source'")
+    def _fits_its_kind(self):
+        problems = modality_of(self).spec_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 
@@ -176,8 +177,7 @@ class ThresholdSpec(_Strict):
     id: str | None = Field(default=None, description="Name of the finding; default: the metric (and subgroup).")
     metric: str = Field(
         description="performance.<accuracy|balanced_accuracy|roc_auc|brier_score>, fairness.positive_rate_gap, "
-        "agreement.rate, or <explanation name>.<figure> (e.g. rules.fidelity, integrated_gradients.max_delta, "
-        "lime.stability, lime.median_score, counterfactuals.validity, gradcam.pointing_game)."
+        "agreement.rate, or <explanation name>.<figure>, a quality figure of the explanation's type."
     )
     min: float | None = Field(default=None, description="Fail below this.")
     max: float | None = Field(default=None, description="Fail above this.")
@@ -239,9 +239,21 @@ class PrincipalReasonsSpec(_Strict):
     texts: dict[str, str] = Field(
         default_factory=dict, description="Reason wording per feature, e.g. months_employed: Length of employment."
     )
+    min_overlap: float = Field(
+        default=0.5, ge=0, le=1,
+        description="The methods behind the reasons agree when the mean pairwise overlap (Jaccard) of their top "
+        "reasons is at least this; below it the report asks for review before the reasons are used.",
+    )
 
 
-ExplanationSpec = Annotated[Union[tuple(SPECS.values())], Field(discriminator="type")]
+class AgreementSpec(_Strict):
+    """When a decision's attribution methods count as agreeing."""
+
+    top_k: int = Field(default=5, ge=1, le=50, description="Top features (by |attribution|) each method is compared on.")
+    min_shared: float = Field(
+        default=0.6, ge=0, le=1,
+        description="Share of the top k that must be in every method's top k (and the rank correlation not negative).",
+    )
 
 
 class Policy(_Strict):
@@ -251,8 +263,9 @@ class Policy(_Strict):
     datasets: list[DatasetSpec] = Field(min_length=1)
     audited: list[AuditedPair] = Field(min_length=1, description="Which model is audited on which dataset.")
     sample: SampleSpec = Field(default_factory=SampleSpec)
-    explanations: list[ExplanationSpec] = Field(min_length=1)
+    explanations: list[Any] = Field(min_length=1, description="The explanations to compute; see their 'type'.")
     principal_reasons: PrincipalReasonsSpec | None = None
+    agreement: AgreementSpec = Field(default_factory=AgreementSpec)
     thresholds: list[ThresholdSpec] = Field(default_factory=list, description="Findings a run must pass.")
     signing: SigningSpec | None = None
     report: ReportSpec = Field(default_factory=ReportSpec)
@@ -288,60 +301,34 @@ class Policy(_Strict):
         return next(d for d in self.datasets if d.id == dataset_id)
 
 
+@functools.lru_cache(maxsize=8)
+def _derived(key: tuple) -> type[Policy]:
+    specs = [cls.Spec for _, cls in key]
+    union = Annotated[Union[tuple(specs)], Field(discriminator="type")] if len(specs) > 1 else specs[0]
+    figures = ", ".join(f"<name>.{f}" + f" ({t})" for t, cls in key for f in cls.figures)
+    threshold = create_model("ThresholdSpec", __base__=ThresholdSpec, metric=(str, Field(description=(
+        "performance.<accuracy|balanced_accuracy|roc_auc|brier_score>, fairness.positive_rate_gap, agreement.rate, "
+        f"or a quality figure of an explanation, by its name in the policy and its type: {figures}."))))
+    return create_model("Policy", __base__=Policy,
+                        explanations=(list[union], Field(min_length=1, description="The explanations to compute.")),
+                        thresholds=(list[threshold], Field(default_factory=list,
+                                                           description="Findings a run must pass.")))
+
+
+def policy_model() -> type[Policy]:
+    """The policy model with every registered family's spec under ``explanations``."""
+    return _derived(registry_key())
+
+
 def policy_json_schema() -> dict[str, Any]:
     """JSON Schema of the policy file, for editors' autocompletion."""
-    schema = Policy.model_json_schema()
+    schema = policy_model().model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "auditor policy, version 1"
     return schema
 
 
 # --- loading -------------------------------------------------------------------------------------------
-
-
-def _yaml_with_lines(text: str, file: str) -> tuple[Any, dict[tuple, int]]:
-    """Parse YAML and record the line of every mapping key and sequence item, keyed by path."""
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None, {}
-        data = loader.construct_document(node)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        raise PolicyError(
-            [Problem(file, "(file)", f"not valid YAML: {getattr(exc, 'problem', exc)}",
-                     "check indentation and quoting near this line", line)]
-        ) from None
-    finally:
-        loader.dispose()
-    lines: dict[tuple, int] = {}
-
-    def walk(n: yaml.Node, path: tuple) -> None:
-        if isinstance(n, yaml.MappingNode):
-            for key_node, value_node in n.value:
-                p = path + (key_node.value,)
-                lines[p] = key_node.start_mark.line + 1
-                walk(value_node, p)
-        elif isinstance(n, yaml.SequenceNode):
-            for i, item in enumerate(n.value):
-                lines[path + (i,)] = item.start_mark.line + 1
-                walk(item, path + (i,))
-
-    walk(node, ())
-    return data, lines
-
-
-def _line_for(loc: tuple, lines: dict[tuple, int]) -> int | None:
-    path: tuple = ()
-    best = None
-    for part in loc:
-        if path + (part,) in lines:
-            path = path + (part,)
-            best = lines[path]
-        # parts absent from the YAML (a union's tag, a missing key) are skipped
-    return best
 
 
 def _field_path(loc: tuple, data: Any) -> str:
@@ -353,7 +340,7 @@ def _field_path(loc: tuple, data: Any) -> str:
             out += f"[{part}]"
             node = node[part] if isinstance(node, list) and part < len(node) else None
         elif isinstance(node, dict) or node is None:
-            if node is not None and part not in node and out.endswith("]") and part in SPECS:
+            if node is not None and part not in node and out.endswith("]") and part in EXPLAINERS:
                 continue  # the discriminator tag pydantic inserts for tagged unions
             out += f".{part}" if out else str(part)
             node = node.get(part) if isinstance(node, dict) else None
@@ -368,9 +355,9 @@ def _fix_for(err: dict, field: str) -> str | None:
     if kind == "extra_forbidden":
         return "remove this field or check its spelling (run `auditor schema` for the allowed fields)"
     if kind == "union_tag_invalid":
-        return f"use one of: {', '.join(sorted(SPECS))}"
+        return f"use one of: {', '.join(sorted(EXPLAINERS))}"
     if kind == "union_tag_not_found":
-        return f"add 'type:' with one of: {', '.join(sorted(SPECS))}"
+        return f"add 'type:' with one of: {', '.join(sorted(EXPLAINERS))}"
     if kind == "literal_error":
         return f"use one of: {ctx.get('expected', '')}"
     if kind == "string_pattern_mismatch":
@@ -388,7 +375,7 @@ def _schema_problems(exc: ValidationError, data: Any, file: str, lines: dict) ->
         message = err["msg"]
         if err["type"] == "union_tag_invalid":
             message = f"unknown explanation type {err['ctx'].get('tag')!r}"
-        problems.append(Problem(file, field, message, _fix_for(err, field), _line_for(loc, lines)))
+        problems.append(Problem(file, field, message, _fix_for(err, field), line_of(loc, lines)))
     return problems
 
 
@@ -397,7 +384,7 @@ def _reference_problems(policy: Policy, file: str, lines: dict) -> list[Problem]
     problems: list[Problem] = []
 
     def add(loc: tuple, message: str, fix: str | None = None) -> None:
-        problems.append(Problem(file, _field_path(loc, None), message, fix, _line_for(loc, lines)))
+        problems.append(Problem(file, _field_path(loc, None), message, fix, line_of(loc, lines)))
 
     for kind, items in (("models", policy.models), ("datasets", policy.datasets)):
         seen: set[str] = set()
@@ -498,14 +485,15 @@ def _reference_problems(policy: Policy, file: str, lines: dict) -> list[Problem]
 
     if policy.principal_reasons is not None:
         pr = policy.principal_reasons
-        local = {s.name for s in policy.explanations if EXPLAINERS[s.type].scope == "local"}
+        local = {s.name for s in policy.explanations if EXPLAINERS[s.type].gives_reasons()}
+        givers = ", ".join(t for t, c in EXPLAINERS.items() if c.gives_reasons())
         if not local:
             add(("principal_reasons",), "principal reasons derive from per-decision explanations, and the policy "
-                "asks for none", "add lime, integrated_gradients or counterfactuals under explanations")
+                "asks for none", f"add one of these types under explanations: {givers}")
         for j, name in enumerate(pr.methods or []):
             if name not in local:
                 add(("principal_reasons", "methods", j), f"{name!r} is not a per-decision explanation in this policy",
-                    f"use some of: {', '.join(sorted(local)) or '(add lime, integrated_gradients or counterfactuals)'}")
+                    f"use some of: {', '.join(sorted(local)) or '(add one of these types: ' + givers + ')'}")
         audited_features = {f.name for p in policy.audited if p.dataset in dataset_ids
                             for f in policy.dataset(p.dataset).features}
         for name in pr.texts:
@@ -531,7 +519,7 @@ def _file_problems(data: dict, base: Path, file: str, lines: dict) -> list[Probl
                 loc = (kind, i, "path")
                 problems.append(Problem(file, f"{kind}[{i}].path", f"file not found: {path}",
                                         "correct the path (relative paths are resolved from the policy file's folder)",
-                                        _line_for(loc, lines)))
+                                        line_of(loc, lines)))
     return problems
 
 
@@ -549,7 +537,7 @@ def load_policy(path: str | Path) -> Policy:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise PolicyError([Problem(file, "(file)", "policy file is not UTF-8 text", "save it as UTF-8")]) from None
-    data, lines = _yaml_with_lines(text, file)
+    data, lines = read_yaml(text, file)
     if not isinstance(data, dict):
         raise PolicyError([Problem(file, "(top level)", "expected a mapping with version, audit, models, ...",
                                    "start from one of the files in policies/")])
@@ -558,7 +546,7 @@ def load_policy(path: str | Path) -> Policy:
                                    "set version: 1", lines.get(("version",)))])
     missing = _file_problems(data, path.resolve().parent, file, lines)
     try:
-        policy = Policy.model_validate(data)
+        policy = policy_model().model_validate(data)
     except ValidationError as exc:
         problems = _schema_problems(exc, data, file, lines) + missing
         raise PolicyError(sorted(problems, key=lambda p: p.line or 0)) from None
@@ -568,14 +556,6 @@ def load_policy(path: str | Path) -> Policy:
     if problems:
         raise PolicyError(sorted(problems, key=lambda p: p.line or 0))
     return policy
-
-
-def policy_lines(path: str | Path) -> dict[tuple, int]:
-    """Line numbers of a policy's fields, for problems found after loading (data, models)."""
-    try:
-        return _yaml_with_lines(Path(path).read_text(encoding="utf-8"), str(path))[1]
-    except (OSError, PolicyError):
-        return {}
 
 
 def canonical_json(policy: Policy) -> dict[str, Any]:

@@ -72,9 +72,10 @@ def environment() -> dict[str, Any]:
     }
 
 
-def build_manifest(*, policy, prepared, evidence, outputs: dict[str, bytes], run_id: str, started: str,
+def build_manifest(*, plan, prepared, outputs: dict[str, bytes], run_id: str, started: str,
                    finished: str, signer: dict | None) -> dict[str, Any]:
-    """The manifest for one run. ``outputs`` maps file name -> bytes as written."""
+    """The manifest for one run of ``plan``. ``outputs`` maps file name -> bytes as written."""
+    policy = plan.policy
     models, datasets, seen = [], [], set()
     for p in prepared:
         if p.model.id not in seen:
@@ -101,10 +102,9 @@ def build_manifest(*, policy, prepared, evidence, outputs: dict[str, bytes], run
             "policy": {"path": str(policy.file), "sha256": policy.sha256},
             "models": models,
             "datasets": datasets,
-            "seed": evidence.subjects[0].sample.seed if evidence.subjects else policy.sample.seed,
-            "sample_size": evidence.policy["sample"]["size"] if not evidence.overrides.get("sample.size")
-            else evidence.overrides["sample.size"],
-            "overrides": evidence.overrides,
+            "seed": plan.seed,
+            "sample_size": plan.sample_size,
+            "overrides": dict(plan.overrides),
         },
         "environment": environment(),
         "outputs": {name: sha256_bytes(data) for name, data in sorted(outputs.items())},

@@ -4,14 +4,16 @@ For each decision the model decides adversely, up to four reasons, ranked, each 
 actually uses, worded from the policy's reason text. They are derived from the per-decision
 explanations the policy asked for:
 
-- attributions (LIME, Integrated Gradients): features whose contribution pushes *towards* the
-  adverse class, ranked by size;
+- per-feature attributions: features whose contribution pushes *towards* the adverse class, ranked
+  by size;
 - counterfactuals: features that the valid counterfactuals change to reverse the decision, ranked
   by how many of them change it.
 
-Each method ranks its features; a feature's combined score is its mean Borda score over the methods
-(1 for a method's first feature, falling linearly to 0 after its tenth). The evidence keeps every
-method's own top reasons and whether the methods agree (mean pairwise overlap of their top reasons).
+Each family says how its result ranks features (:meth:`~auditor.explainers.base.Explainer.reason_ranking`).
+A feature's combined score is its mean Borda score over the methods (1 for a method's first feature,
+falling linearly to 0 after its tenth). The evidence keeps every method's own top reasons and whether the
+methods agree: the mean pairwise overlap of their top reasons is at least the policy's
+``principal_reasons.min_overlap``.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from itertools import combinations
 import numpy as np
 from pydantic import BaseModel, Field
 
-__all__ = ["PrincipalReasons", "Reason", "derive_reasons", "used_features"]
+from .explainers.base import Observation
+from .numbers import listed
+
+__all__ = ["PrincipalReasons", "Reason", "ReasonsSummary", "derive_reasons", "summarize_reasons", "used_features"]
 
 BORDA_DEPTH = 10
-AGREEMENT_MIN_OVERLAP = 0.5
 
 
 class Reason(BaseModel):
@@ -41,7 +45,15 @@ class PrincipalReasons(BaseModel):
     methods: list[str]
     by_method: dict[str, list[str]] = Field(description="Each method's own top reasons, best first.")
     overlap: float | None = Field(description="Mean pairwise Jaccard overlap of the methods' top reasons.")
-    agree: bool | None = Field(description=f"Overlap at least {AGREEMENT_MIN_OVERLAP} (None with one method).")
+    agree: bool | None = Field(description="Overlap at least the policy's min_overlap (None with one method).")
+
+
+class ReasonsSummary(BaseModel):
+    methods: list[str] = Field(description="The explanations the reasons derive from.")
+    adverse: int = Field(description="Sampled decisions with principal reasons (adverse decisions).")
+    agree: int = Field(description="Of those, decisions whose methods agree on the top reasons (or one method).")
+    min_overlap: float = Field(description="The policy's bound on the methods' overlap for them to agree.")
+    disagree: list[int | str] = Field(description="Adverse decisions whose methods disagree.")
 
 
 def used_features(model, X: np.ndarray, seed: int, max_rows: int = 1000) -> list[str]:
@@ -58,24 +70,13 @@ def used_features(model, X: np.ndarray, seed: int, max_rows: int = 1000) -> list
     return used
 
 
-def _method_ranking(result, adverse, names: list[str]) -> list[str]:
-    """Features pushing towards the adverse class, strongest first."""
-    if result.method == "counterfactuals":
-        counts: dict[str, int] = {}
-        for cf in result.counterfactuals:
-            for f in cf.changes:
-                counts[f] = counts.get(f, 0) + 1
-        return sorted(counts, key=lambda f: (-counts[f], names.index(f)))
-    values = result.attributions if result.method == "integrated_gradients" else result.weights
-    sign = 1.0 if result.target == adverse else -1.0
-    towards = {f: sign * v for f, v in values.items() if sign * v > 0}
-    return sorted(towards, key=lambda f: (-towards[f], names.index(f)))
-
-
-def derive_reasons(explanations: dict, *, adverse, methods: list[str], used: list[str], names: list[str],
-                   labels: dict[str, str], texts: dict[str, str], max_reasons: int) -> PrincipalReasons:
-    methods = [m for m in methods if m in explanations]
-    rankings = {m: [f for f in _method_ranking(explanations[m], adverse, names) if f in used] for m in methods}
+def derive_reasons(explanations: dict, families: dict, *, adverse, methods: list[str], used: list[str],
+                   names: list[str], labels: dict[str, str], texts: dict[str, str], max_reasons: int,
+                   min_overlap: float = 0.5) -> PrincipalReasons:
+    """``families`` maps each explanation name to its family, which ranks the features its result points to."""
+    ranked = {m: families[m].reason_ranking(explanations[m], adverse, names) for m in methods if m in explanations}
+    rankings = {m: [f for f in r if f in used] for m, r in ranked.items() if r is not None}
+    methods = list(rankings)
     scores: dict[str, float] = {}
     for ranking in rankings.values():
         for r, f in enumerate(ranking[:BORDA_DEPTH]):
@@ -90,4 +91,23 @@ def derive_reasons(explanations: dict, *, adverse, methods: list[str], used: lis
     pairs = [(set(tops[a]), set(tops[b])) for a, b in combinations(methods, 2)]
     overlap = float(np.mean([len(a & b) / len(a | b) if a | b else 1.0 for a, b in pairs])) if pairs else None
     return PrincipalReasons(adverse_class=adverse, reasons=reasons, methods=methods, by_method=tops,
-                            overlap=overlap, agree=None if overlap is None else overlap >= AGREEMENT_MIN_OVERLAP)
+                            overlap=overlap, agree=None if overlap is None else overlap >= min_overlap)
+
+
+def summarize_reasons(model_id: str, decisions: list, methods: list[str], *, min_overlap: float
+                      ) -> tuple[ReasonsSummary | None, list[Observation]]:
+    """How many sampled decisions got principal reasons and whether their methods agree."""
+    adverse = [d for d in decisions if d.principal_reasons is not None]
+    if not adverse:
+        return None, []
+    disagree = [d.id for d in adverse if d.principal_reasons.agree is False]
+    summary = ReasonsSummary(methods=methods, adverse=len(adverse), agree=len(adverse) - len(disagree),
+                             min_overlap=min_overlap, disagree=disagree)
+    observations = []
+    if disagree:
+        observations.append(Observation(
+            level="warn", code="reasons.disagree", decisions=disagree, threshold=min_overlap,
+            setting="principal_reasons.min_overlap",
+            message=f"{model_id}: the methods behind the principal reasons disagree for decision(s) {listed(disagree)}; "
+                    "review those reasons before they are used in an adverse-action notice."))
+    return summary, observations

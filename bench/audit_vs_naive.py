@@ -324,6 +324,7 @@ def auditor_side(inputs: Inputs, n: int, m: int, rows_n, *, key: tuple, cheap_li
     """One repeat of (a). Returns per-phase seconds at m (``at_m``), estimates for n (``full``), how each
     estimate was obtained (``how``), the m-decision evidence and the render timings."""
     from auditor.audit import prepare, run_audit
+    from auditor.plan import plan_run
     from auditor.explainers import EXPLAINERS, Batch
     from auditor.policy import load_policy
     from auditor.provenance import build_manifest, canonical_bytes
@@ -339,7 +340,7 @@ def auditor_side(inputs: Inputs, n: int, m: int, rows_n, *, key: tuple, cheap_li
     start_rss = rss_mb()
     start = time.perf_counter()
     with instrumented_explainers(log, cache):
-        evidence = run_audit(policy, prepared, sample_size=m)
+        evidence = run_audit(plan_run(policy, sample_size=m), prepared)
     run_audit_s = time.perf_counter() - start
     at_m = {"prepare": t["prepare"]}
     for (kind, model_id), _, secs in log:
@@ -347,15 +348,15 @@ def auditor_side(inputs: Inputs, n: int, m: int, rows_n, *, key: tuple, cheap_li
         note_peak(key + ((kind, model_id),), start_rss)
     explain_s = sum(s for _, _, s in log)
 
-    def evidence_rest(ev, prep) -> float:
+    def evidence_rest(ev, prep, size: int) -> float:
         t0 = time.perf_counter()
         data = ev.to_json().encode("utf-8")
-        build_manifest(policy=policy, prepared=prep, evidence=ev, outputs={"evidence.json": data},
+        build_manifest(plan=plan_run(policy, sample_size=size), prepared=prep, outputs={"evidence.json": data},
                        run_id="bench", started="", finished="", signer=inputs.identity.describe())
         canonical_bytes({"bench": True})
         return time.perf_counter() - t0
 
-    at_m["evidence"] = run_audit_s - explain_s + evidence_rest(evidence, prepared)
+    at_m["evidence"] = run_audit_s - explain_s + evidence_rest(evidence, prepared, m)
     note_peak(key + ("evidence",), start_rss)
     full = dict(at_m)
     how = {k: "measured" for k in at_m}
@@ -367,9 +368,9 @@ def auditor_side(inputs: Inputs, n: int, m: int, rows_n, *, key: tuple, cheap_li
         start_rss = rss_mb()
         start = time.perf_counter()
         with instrumented_explainers(replay_log, cache, replay=True):
-            evidence_n = run_audit(policy, prepared, sample_size=n)
+            evidence_n = run_audit(plan_run(policy, sample_size=n), prepared)
         replay_s = time.perf_counter() - start - sum(s for _, _, s in replay_log)
-        full["evidence"] = replay_s + evidence_rest(evidence_n, prepared)
+        full["evidence"] = replay_s + evidence_rest(evidence_n, prepared, n)
         note_peak(key + ("evidence",), start_rss)
         how["evidence"] = f"measured at {n} (explainer results replayed)"
         spent = 0.0
@@ -694,6 +695,8 @@ def pilot(inputs: Inputs, n: int, adapters: dict, p: int) -> Costs:
     import numpy as np
 
     from auditor.audit import prepare, run_audit
+
+    from auditor.plan import plan_run
     from auditor.policy import load_policy
 
     c = Costs()
@@ -706,7 +709,7 @@ def pilot(inputs: Inputs, n: int, adapters: dict, p: int) -> Costs:
     cache: dict = {}
     t = time.perf_counter()
     with instrumented_explainers(log, cache):
-        evidence = run_audit(policy, prepared, sample_size=p)
+        evidence = run_audit(plan_run(policy, sample_size=p), prepared)
     total = time.perf_counter() - t
     local = sum(s for (k, _), _, s in log if k in LOCAL)
     c.a_local_pd = local / p
@@ -1011,6 +1014,7 @@ def run_size(inputs: Inputs, n: int, costs: Costs, budget: float, repeats: int, 
 def pdf_vs_html(inputs: Inputs, n_decisions: int, lines: list[str]) -> None:
     """Render one LIME-only, one-model report of n decisions as HTML and as PDF."""
     from auditor.audit import prepare, run_audit
+    from auditor.plan import plan_run
     from auditor.policy import load_policy
     from auditor.report import render_html, render_pdf
 
@@ -1025,7 +1029,7 @@ def pdf_vs_html(inputs: Inputs, n_decisions: int, lines: list[str]) -> None:
     path = write_policy(inputs.tmp / "policy_lime_only.yaml", csv, inputs.train_csv, n_decisions,
                         explanations=[{"type": "lime", "num_samples": 100}], models=("gbm",))
     policy = load_policy(path)
-    evidence = run_audit(policy, prepare(policy))
+    evidence = run_audit(plan_run(policy), prepare(policy))
     decisions = sum(len(s.decisions) for s in evidence.subjects)
     lines.append("")
     lines.append(f"=== PDF vs HTML rendering: one report of {decisions} decisions (gbm, LIME-only evidence, "

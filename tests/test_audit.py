@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from auditor.audit import prepare, run_audit
+
+from auditor.plan import plan_run
 from auditor.errors import DataError, PolicyError
-from auditor.evidence import Evidence, evidence_json_schema, read_evidence
+from auditor.evidence import evidence_json_schema, evidence_model, read_evidence
 from auditor.policy import load_policy
 
 from conftest import FEATURES, SAMPLE_POLICY, line_of
@@ -23,8 +25,8 @@ def sample_audit():
         pytest.fail("sample models missing: run .venv/bin/python sample_audits/breast_cancer/build.py")
     policy = load_policy(SAMPLE_POLICY)
     prepared = prepare(policy)
-    first = run_audit(policy, prepared, sample_size=3)
-    second = run_audit(policy, prepare(load_policy(SAMPLE_POLICY)), sample_size=3)
+    first = run_audit(plan_run(policy, sample_size=3), prepared)
+    second = run_audit(plan_run(policy, sample_size=3), prepare(load_policy(SAMPLE_POLICY)))
     return {"policy": policy, "prepared": prepared, "evidence": first, "again": second}
 
 
@@ -41,7 +43,7 @@ def test_same_seed_gives_identical_evidence(sample_audit):
     assert text == sample_audit["again"].to_json()
     assert sample_audit["evidence"].overrides == {"sample.size": 3}
     assert text.endswith("\n")
-    assert Evidence.model_validate_json(text) == sample_audit["evidence"]
+    assert evidence_model().model_validate_json(text) == sample_audit["evidence"]
 
 
 def test_evidence_round_trips_through_a_file(sample_audit, tmp_path):
@@ -132,13 +134,13 @@ def test_permutation_importance_for_each_subject(sample_audit):
 
 def test_tiny_audit_sample_size_and_seed_from_policy(tiny):
     policy = tiny["policy"]
-    evidence = run_audit(policy, [tiny["logreg"], tiny["mlp"]])
+    evidence = run_audit(plan_run(policy), [tiny["logreg"], tiny["mlp"]])
     for subject in evidence.subjects:
         assert subject.sample.size == policy.sample.size == 6
         assert subject.sample.seed == 3
         ids = [d.id for d in subject.decisions]
         assert ids == sorted(ids) and all(isinstance(i, str) and i.startswith("c") for i in ids)
-    other = run_audit(policy, [tiny["logreg"], tiny["mlp"]], seed=4)
+    other = run_audit(plan_run(policy, seed=4), [tiny["logreg"], tiny["mlp"]])
     assert [d.id for d in other.subjects[0].decisions] != [d.id for d in evidence.subjects[0].decisions]
 
 
@@ -150,7 +152,7 @@ def test_misclassified_sample_capped_with_note(write_policy, tmp_path):
     wrong = int(np.sum(prep.model.predict_proba(prep.dataset.X).argmax(1) != np.array(
         [prep.model.classes.index(v) for v in prep.dataset.y])))
     assert 0 < wrong < 60
-    (subject,) = run_audit(policy, [prep], sample_size=60).subjects
+    (subject,) = run_audit(plan_run(policy, sample_size=60), [prep]).subjects
     assert subject.sample.size == subject.sample.available == wrong == len(subject.decisions)
     assert subject.sample.requested == 60 and "misclassified" in subject.sample.note
     assert not any(d.correct for d in subject.decisions)
@@ -167,7 +169,7 @@ def test_progress_is_reported_per_task(tiny):
 
         return advance
 
-    run_audit(tiny["policy"], [tiny["mlp"]], sample_size=2, progress=factory)
+    run_audit(plan_run(tiny["policy"], sample_size=2), [tiny["mlp"]], progress=factory)
     assert tasks == {
         "integrated_gradients · mlp": [2, 2],
         "lime · mlp": [2, 2],
@@ -180,14 +182,14 @@ def test_trusted_pickle_warning_reaches_the_evidence(write_policy, tmp_path, art
                         models__0__trust="pickle", audited=[{"model": "logreg", "dataset": "data"}],
                         explanations=[{"type": "lime", "num_samples": 100}])
     policy = load_policy(path)
-    evidence = run_audit(policy, prepare(policy), sample_size=1)
+    evidence = run_audit(plan_run(policy, sample_size=1), prepare(policy))
     assert len(evidence.warnings) == 1 and "arbitrary code" in evidence.warnings[0]
     assert evidence.subjects[0].model.warnings == evidence.warnings
 
 
 def test_sample_size_must_be_positive(tiny):
     with pytest.raises(DataError):
-        run_audit(tiny["policy"], [tiny["logreg"]], sample_size=0)
+        run_audit(plan_run(tiny["policy"], sample_size=0), [tiny["logreg"]])
 
 
 def test_prepare_reports_every_problem(write_policy, tmp_path):

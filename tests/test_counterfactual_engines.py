@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from auditor.explainers import EXPLAINERS, SPECS, Batch
+from auditor.explainers import EXPLAINERS, Batch
 
 # Allowance for sampling noise between two random searches over the same 20-30 decisions. Measured: dice-ml
 # itself, re-run with three seeds on 60 breast-cancer decisions, moves proximity and sparsity by up to ~5% and
@@ -25,7 +25,7 @@ TOLERANCE = {"validity": 0.02, "proximity": 0.15, "sparsity": 0.15, "diversity":
 def explain(prep, engine: str, rows, **options):
     data = prep.dataset
     batch = Batch(X=data.X[rows], ids=[data.ids[r] for r in rows], y=data.y[rows])
-    spec = SPECS["counterfactuals"](type="counterfactuals", engine=engine, count=3, **options)
+    spec = EXPLAINERS["counterfactuals"].Spec(type="counterfactuals", engine=engine, count=3, **options)
     results, params = EXPLAINERS["counterfactuals"](spec).explain(prep.model, batch, background=prep.background.X,
                                                                   seed=11)
     assert params["engine"] == engine
@@ -93,7 +93,7 @@ def test_batched_counterfactuals_as_good_as_dice_under_constraints(loans, model)
 
 
 def test_batched_engine_is_the_default_for_random_search_only():
-    spec = SPECS["counterfactuals"]
+    spec = EXPLAINERS["counterfactuals"].Spec
     assert spec(type="counterfactuals").engine == "batched"
     assert spec(type="counterfactuals", method="genetic").engine == "reference"
     with pytest.raises(ValueError, match="engine: reference"):

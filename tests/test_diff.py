@@ -19,7 +19,8 @@ import yaml
 from click.testing import CliRunner
 
 from auditor.cli import cli
-from auditor.diff import AuditDiff, diff_audits, diff_text, load_run
+from auditor.diff import AuditDiff, diff_audits, load_run
+from auditor.diff_text import diff_text
 from auditor.errors import AuditorError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,8 +17,9 @@ from click.testing import CliRunner
 
 from auditor import executors
 from auditor.audit import prepare, run_audit
+from auditor.plan import plan_run
 from auditor.cli import cli
-from auditor.evidence import Evidence
+from auditor.evidence import evidence_model
 from auditor.explainers import Batch
 from auditor.policy import load_policy
 
@@ -37,7 +38,7 @@ def audit(loans, tmp_path_factory):
     path = loans.write(tmp_path_factory.mktemp("executors"), sample__size=11, explanations=EXPLANATIONS)
     policy = load_policy(path)
     prepared = prepare(policy)
-    evidence = run_audit(policy, prepared, executor=executors.LocalExecutor())
+    evidence = run_audit(plan_run(policy), prepared, executor=executors.LocalExecutor())
     subjects = {s.model.id: s for s in evidence.subjects}
     assert len(subjects["pipe"].decisions) == 11
     # every local method ran on both models where it applies: the comparison covers them all
@@ -60,8 +61,8 @@ def test_many_small_chunks_give_the_same_explanations(audit, monkeypatch):
     policy, prepared, expected = audit
     monkeypatch.setattr(executors, "CHUNK_DECISIONS", 3)
     assert [len(c) for c in executors.chunks(Batch(X=np.zeros((11, 2)), ids=list(range(11))))] == [3, 3, 3, 2]
-    whole = Evidence.model_validate_json(expected)
-    chunked = run_audit(policy, prepared, executor=executors.LocalExecutor())
+    whole = evidence_model().model_validate_json(expected)
+    chunked = run_audit(plan_run(policy), prepared, executor=executors.LocalExecutor())
     for a, b in zip(whole.subjects, chunked.subjects):
         assert [d.id for d in a.decisions] == [d.id for d in b.decisions]
         for da, db in zip(a.decisions, b.decisions):
@@ -78,14 +79,14 @@ def test_dask_local_cluster_gives_the_same_evidence(audit, monkeypatch):
     """The acceptance test: a LocalCluster of 2 worker processes, byte-identical evidence to this process."""
     policy, prepared, _ = audit
     monkeypatch.setattr(executors, "CHUNK_DECISIONS", 3)  # 4 chunks per method, shared by 2 workers
-    local = run_audit(policy, prepared, executor=executors.LocalExecutor()).to_json()
+    local = run_audit(plan_run(policy), prepared, executor=executors.LocalExecutor()).to_json()
     environment = dict(os.environ)
     with executors.DaskExecutor(workers=2) as dask:
         # the LocalCluster's worker settings (OMP_NUM_THREADS=1...) must not leak into this process
         assert dict(os.environ) == environment
         assert len(dask.client.scheduler_info()["workers"]) == 2
         seen = []
-        evidence = run_audit(policy, prepared, executor=dask,
+        evidence = run_audit(plan_run(policy), prepared, executor=dask,
                              progress=lambda name, total: seen.append((name, total)) or (lambda n: None))
         ran_on = dask.client.run(lambda: __import__("os").getpid())
     assert evidence.to_json() == local

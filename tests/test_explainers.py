@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 
-from auditor.explainers import EXPLAINERS, SPECS, Batch, decision_seed
+from auditor.explainers import EXPLAINERS, Batch, decision_seed
 from auditor.explainers.integrated_gradients import IntegratedGradients
 from auditor.explainers.lime_tabular import Lime
 
@@ -21,7 +21,7 @@ FAST = {
 
 def make(name: str, **options):
     cls = EXPLAINERS[name]
-    return cls(SPECS[name](type=name, **{**FAST.get(name, {}), **options}))
+    return cls(EXPLAINERS[name].Spec(type=name, **{**FAST.get(name, {}), **options}))
 
 
 def batch_of(prepared, rows) -> Batch:
@@ -217,9 +217,9 @@ def test_explainer_contract_typed_results_round_trip(subjects, name):
         assert sum(progress) == 1
         results = [results]
     for result in results:
-        assert isinstance(result, cls.Result)
+        assert isinstance(result, cls.Results)
         assert result.method == name or getattr(result, "technique", None) == name or result.method == "attention"
-        again = cls.Result.model_validate_json(result.model_dump_json())
+        again = type(result).model_validate_json(result.model_dump_json())
         assert again == result
 
 

@@ -8,6 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from auditor.audit import run_audit
+
+from auditor.plan import plan_run
 from auditor.cli import cli
 from auditor.findings import evaluate
 from auditor.signing import init_identity
@@ -70,7 +72,7 @@ def test_subgroup_and_fairness_findings(tiny):
         ThresholdSpec(metric="performance.accuracy", min=0.0, by="f0", bins=[0.0]),
         ThresholdSpec(metric="fairness.positive_rate_gap", by="f0", bins=[0.0], max=0.05),
     ]
-    evidence = run_audit(policy, [tiny["logreg"]], sample_size=2)
+    evidence = run_audit(plan_run(policy, sample_size=2), [tiny["logreg"]])
     subject = evidence.subjects[0]
     groups = subject.subgroups["f0"]
     assert [g.group for g in groups] == ["< 0", ">= 0"] and sum(g.rows for g in groups) == 120
@@ -91,14 +93,14 @@ def test_lime_repeats_record_stability_and_a_threshold_can_fail_on_it(tiny):
 
     policy.explanations = [LimeSpec(type="lime", num_samples=200, repeats=3)]
     policy.thresholds = [ThresholdSpec(metric="lime.stability", min=1.01)]
-    evidence = run_audit(policy, [tiny["logreg"]], sample_size=3)
+    evidence = run_audit(plan_run(policy, sample_size=3), [tiny["logreg"]])
     results = [d.explanations["lime"] for d in evidence.subjects[0].decisions]
     assert all(r.stability is not None and 0 <= r.stability <= 1 for r in results)
     finding = evidence.findings[0]
     assert finding.status == "fail" and finding.value == pytest.approx(sum(r.stability for r in results) / 3)
     # the shown explanation is the first run: identical to a run without repeats
     policy.explanations = [LimeSpec(type="lime", num_samples=200, repeats=1)]
-    single = run_audit(policy, [tiny["logreg"]], sample_size=3)
+    single = run_audit(plan_run(policy, sample_size=3), [tiny["logreg"]])
     assert [d.explanations["lime"].weights for d in single.subjects[0].decisions] == [r.weights for r in results]
 
 
@@ -108,6 +110,6 @@ def test_findings_are_deterministic_and_in_the_evidence(tiny):
     from auditor.policy import ThresholdSpec
 
     policy.thresholds = [ThresholdSpec(metric="integrated_gradients.max_delta", max=1e-12)]
-    evidence = run_audit(policy, [tiny["mlp"]], sample_size=2)
+    evidence = run_audit(plan_run(policy, sample_size=2), [tiny["mlp"]])
     assert evidence.findings == evaluate(policy, evidence)
     assert [f.model for f in evidence.findings] == ["mlp"]

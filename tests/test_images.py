@@ -11,8 +11,10 @@ from click.testing import CliRunner
 from fixtures_media import image_policy
 
 from auditor.audit import prepare, run_audit
+
+from auditor.plan import plan_run
 from auditor.cli import cli
-from auditor.explainers import EXPLAINERS, SPECS, Batch
+from auditor.explainers import EXPLAINERS, Batch
 from auditor.policy import load_policy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +24,7 @@ LESION_POLICY = REPO / "policies" / "lesion_imaging_medical.yaml"
 def explain(prep, name, rows, **options):
     data = prep.dataset
     batch = Batch(X=data.X[rows], ids=[data.ids[r] for r in rows], y=data.y[rows], masks=data.masks[rows])
-    spec = SPECS[name](type=name, **options)
+    spec = EXPLAINERS[name].Spec(type=name, **options)
     return EXPLAINERS[name](spec).explain(prep.model, batch, background=prep.background.X, seed=0)[0]
 
 
@@ -94,7 +96,7 @@ def test_layer_methods_skip_torchscript_models_with_a_reason(image_folder, tiny_
     text = path.read_text().replace("format: state_dict", "format: torchscript")
     path.write_text(text)
     policy = load_policy(path)
-    evidence = run_audit(policy, prepare(policy), sample_size=2)
+    evidence = run_audit(plan_run(policy, sample_size=2), prepare(policy))
     subject = evidence.subjects[0]
     assert [m.name for m in subject.methods] == ["integrated_gradients"]
     assert "state_dict" in subject.skipped[0].reason
@@ -106,7 +108,7 @@ def test_gradcam_and_ig_hit_the_lesion_on_most_images():
     policy = load_policy(LESION_POLICY)
     policy.explanations = [e for e in policy.explanations if e.type in ("gradcam", "integrated_gradients")]
     policy.sample.strategy = "random"
-    evidence = run_audit(policy, prepare(policy), sample_size=12, seed=2)
+    evidence = run_audit(plan_run(policy, sample_size=12, seed=2), prepare(policy))
     subject = evidence.subjects[0]
     for name in ("gradcam", "integrated_gradients"):
         scored = [m for d in subject.decisions for m in d.explanations[name].maps if m.pointing_hit is not None]

@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from auditor.explainers import EXPLAINERS, SPECS, Batch
+from auditor.explainers import EXPLAINERS, Batch
 
 
 def explain(prep, engine: str, rows, **options):
     data = prep.dataset
     batch = Batch(X=data.X[rows], ids=[data.ids[r] for r in rows], y=data.y[rows])
-    spec = SPECS["lime"](type="lime", engine=engine, **options)
+    spec = EXPLAINERS["lime"].Spec(type="lime", engine=engine, **options)
     return EXPLAINERS["lime"](spec).explain(prep.model, batch, background=prep.background.X, seed=7)
 
 

@@ -16,10 +16,12 @@ import pytest
 from click.testing import CliRunner
 
 from auditor.cli import cli
+from auditor.explainers import EXPLAINERS
 from auditor.explainers.counterfactuals import Change, Counterfactual, CounterfactualsResult
 from auditor.explainers.integrated_gradients import IntegratedGradientsResult
 from auditor.explainers.lime_tabular import LimeResult
-from auditor.reasons import AGREEMENT_MIN_OVERLAP, BORDA_DEPTH, _method_ranking, derive_reasons, used_features
+from auditor.policy import PrincipalReasonsSpec
+from auditor.reasons import BORDA_DEPTH, derive_reasons, used_features
 
 from conftest import LOAN_DISPLAY, LOAN_FEATURES, LOAN_UNUSED, REPO
 
@@ -45,9 +47,14 @@ def counterfactuals(*changed: list[str]) -> CounterfactualsResult:
                                  proximity=None, sparsity=None, diversity=None)
 
 
+FAMILY_OF = {LimeResult: EXPLAINERS["lime"], IntegratedGradientsResult: EXPLAINERS["integrated_gradients"],
+             CounterfactualsResult: EXPLAINERS["counterfactuals"]}
+
+
 def derive(explanations, *, used=NAMES[:5], texts=None, max_reasons=4, methods=None):
-    return derive_reasons(explanations, adverse="bad", methods=methods or list(explanations), used=list(used),
-                          names=NAMES, labels=LABELS, texts=texts or {}, max_reasons=max_reasons)
+    families = {name: FAMILY_OF[type(result)] for name, result in explanations.items()}
+    return derive_reasons(explanations, families, adverse="bad", methods=methods or list(explanations),
+                          used=list(used), names=NAMES, labels=LABELS, texts=texts or {}, max_reasons=max_reasons)
 
 
 def borda(rank: int) -> float:
@@ -134,7 +141,7 @@ def test_agreement_threshold():
     assert low.overlap == pytest.approx(1 / 3) and low.agree is False
     high = derive({"lime": lime("bad", a=0.3, b=0.2, c=0.1), "cf": counterfactuals(["a", "b", "c", "d"])})
     assert high.overlap == pytest.approx(0.75) and high.agree is True
-    assert AGREEMENT_MIN_OVERLAP == 0.5
+    assert PrincipalReasonsSpec(adverse_class="bad").min_overlap == 0.5  # the documented default
 
 
 def test_used_features_finds_the_feature_the_model_ignores(loans):
@@ -152,6 +159,7 @@ def test_used_features_finds_the_feature_the_model_ignores(loans):
 @pytest.fixture(scope="module")
 def loan_audit(loans, tmp_path_factory):
     from auditor.audit import prepare, run_audit
+    from auditor.plan import plan_run
     from auditor.policy import load_policy
 
     folder = tmp_path_factory.mktemp("loan_audit")
@@ -162,7 +170,7 @@ def loan_audit(loans, tmp_path_factory):
          "permitted_range": {"income": [20, 90]}},
     ], sample={"size": 6, "strategy": "stratified", "seed": 5})
     policy = load_policy(path)
-    return policy, run_audit(policy, prepare(policy))
+    return policy, run_audit(plan_run(policy), prepare(policy))
 
 
 def test_adverse_decisions_get_up_to_four_reasons_from_used_features(loan_audit):
@@ -218,7 +226,7 @@ def test_the_ignored_feature_would_rank_but_is_never_a_reason(loan_audit):
     adverse = [d for d in pipe.decisions if d.principal_reasons is not None]
     assert adverse
     raw = [f for d in adverse for m in ("lime", "counterfactuals")
-           for f in _method_ranking(d.explanations[m], "bad", LOAN_FEATURES)]
+           for f in EXPLAINERS[m].reason_ranking(d.explanations[m], "bad", LOAN_FEATURES)]
     assert LOAN_UNUSED in raw
     for d in adverse:
         assert LOAN_UNUSED not in [r.feature for r in d.principal_reasons.reasons]
@@ -227,6 +235,7 @@ def test_the_ignored_feature_would_rank_but_is_never_a_reason(loan_audit):
 
 def test_no_reasons_without_a_principal_reasons_section(loans, tmp_path):
     from auditor.audit import prepare, run_audit
+    from auditor.plan import plan_run
     from auditor.policy import load_policy
 
     from conftest import DELETE
@@ -235,7 +244,7 @@ def test_no_reasons_without_a_principal_reasons_section(loans, tmp_path):
                        audited=[{"model": "pipe", "dataset": "loans", "background": "history"}],
                        sample={"size": 4, "strategy": "stratified", "seed": 5})
     policy = load_policy(path)
-    (subject,) = run_audit(policy, prepare(policy)).subjects
+    (subject,) = run_audit(plan_run(policy), prepare(policy)).subjects
     assert subject.used_features is None
     assert "bad" in [d.predicted_label for d in subject.decisions]
     assert all(d.principal_reasons is None for d in subject.decisions)
@@ -353,6 +362,7 @@ def test_credit_sample_audit_end_to_end(tmp_path):
 def test_principal_reasons_without_a_per_decision_method_is_not_silently_empty(loans, tmp_path):
     """Either the policy is refused (exit 2, naming principal_reasons), or adverse decisions get reasons."""
     from auditor.audit import prepare, run_audit
+    from auditor.plan import plan_run
     from auditor.policy import load_policy
 
     policy = loans.write(tmp_path, explanations=[{"type": "rules", "max_depth": 2}],
@@ -363,7 +373,7 @@ def test_principal_reasons_without_a_per_decision_method_is_not_silently_empty(l
         assert "principal_reasons" in result.output and "Traceback" not in result.output
         return
     loaded = load_policy(policy)
-    (subject,) = run_audit(loaded, prepare(loaded)).subjects
+    (subject,) = run_audit(plan_run(loaded), prepare(loaded)).subjects
     adverse = [d for d in subject.decisions if d.predicted_label == "bad"]
     assert adverse
     for d in adverse:

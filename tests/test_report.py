@@ -15,7 +15,10 @@ from click.testing import CliRunner
 
 from auditor.cli import cli
 from auditor.evidence import read_evidence
-from auditor.report import build_view, render_html
+from auditor.explainers import Observation
+from auditor.report import render_html
+
+from evidence_trace import visible_text
 
 HOSTILE_FEATURE = "<script>alert(1)</script>"
 HOSTILE_CATEGORY = '<img src=x onerror="alert(2)">'
@@ -118,23 +121,28 @@ def test_categories_are_shown_by_name(hostile_run):
     assert values <= {"red", HOSTILE_CATEGORY}
 
 
-def test_view_flags_poor_lime_fit_and_misclassified(hostile_run):
+def test_a_decision_a_warning_names_is_flagged_in_its_card(hostile_run):
+    """The report marks what the evidence's observations say; it decides nothing itself."""
     evidence = read_evidence(hostile_run / "evidence.json")
     subject = evidence.subjects[0]
-    lime = next(iter(subject.decisions)).explanations["lime"]
-    lime.score = 0.01  # a local fit that describes nothing
-    subject.decisions[0].correct = False
-    view = build_view(evidence, generated_at=WHEN)
-    texts = " ".join(o["text"] for o in view["observations"])
-    assert f"decision(s) {subject.decisions[0].id}" in texts
-    assert "misclassified" in texts
-    assert view["subjects"][0]["decisions"][0]["methods"][0]["flag"] is True
+    first, second = subject.decisions[0], subject.decisions[1]
+    subject.observations = [Observation(level="warn", code="lime.poor_fit", method="lime", decisions=[first.id],
+                                        message=f"pipe: LIME fits poorly for decision(s) {first.id}.")]
+    html = render_html(evidence, generated_at=WHEN)
+
+    def card(decision) -> str:
+        article = html[re.search(f'<article class="decision" id="[^"]*-decision-{decision.id}"', html).start():]
+        return article[:article.index("</article>")]
+
+    assert 'class="method-card flag"' in card(first) and "Check:" in visible_text(card(first))
+    assert 'class="method-card flag"' not in card(second) and "Check:" not in visible_text(card(second))
+    assert f"pipe: LIME fits poorly for decision(s) {first.id}." in visible_text(html)
 
 
 def test_user_template_override(tmp_path, hostile_run):
     evidence = read_evidence(hostile_run / "evidence.json")
     (tmp_path / "partials").mkdir()
-    (tmp_path / "partials" / "provenance.html.j2").write_text("<p>custom provenance {{ policy_sha256 }}</p>")
+    (tmp_path / "partials" / "provenance.html.j2").write_text("<p>custom provenance {{ val(\"policy_sha256\") }}</p>")
     html = render_html(evidence, generated_at=WHEN, templates=tmp_path)
     assert f"custom provenance {evidence.policy_sha256}" in html
 
@@ -145,14 +153,14 @@ def test_max_decisions_limits_the_report_not_the_evidence(hostile_run):
     evidence.policy["report"]["max_decisions"] = 1
     html = render_html(evidence, generated_at=WHEN)
     assert html.count('class="decision"') == 1
-    assert "1 of 3 sampled decisions have a detailed section" in html
+    assert "1 of 3 sampled decisions have a detailed section" in visible_text(html)
     wrong = [d for d in evidence.subjects[0].decisions if not d.correct]
     if wrong:  # a misclassified decision is the one kept
         assert f"Decision {wrong[0].id}" in html
     # the register lists every sampled decision, linking the detailed one
     register = html[html.index('<section class="register"'):]
     register = register[:register.index("</section>")]
-    assert "All 3 sampled decisions" in register
+    assert "All 3 sampled decisions" in visible_text(register)
     for d in evidence.subjects[0].decisions:
         assert f"{d.id}</td>" in register or f"{d.id}</a>" in register
     assert register.count('<a href="#') == 1
@@ -166,5 +174,5 @@ def test_default_report_details_25_decisions_and_registers_the_rest(hostile_run)
     assert evidence.policy["report"]["max_decisions"] == 25  # the policy left it out: the default
     html = render_html(evidence, generated_at=WHEN)
     assert html.count('class="decision"') == 25
-    assert "All 30 sampled decisions" in html
+    assert "All 30 sampled decisions" in visible_text(html)
     assert "<script>" not in html  # hostile feature names stay escaped in the register's top features too

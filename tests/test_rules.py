@@ -15,6 +15,8 @@ import yaml
 from auditor.explainers import Batch
 from auditor.explainers.rules import Rules, RulesSpec, rule_matches
 
+from evidence_trace import visible_text
+
 from conftest import DELETE, LOAN_CATEGORIES, LOAN_FEATURES, loan_design
 
 MODELS = ["pipe", "mlp"]
@@ -196,6 +198,7 @@ def test_low_fidelity_rules_do_not_describe_the_model(loans):
 @pytest.mark.parametrize("min_fidelity", [1.0, 0.5])
 def test_report_says_when_rules_do_not_describe_the_model(loans, tmp_path, min_fidelity):
     from auditor.audit import prepare, run_audit
+    from auditor.plan import plan_run
     from auditor.policy import load_policy
     from auditor.report import render_html
 
@@ -203,9 +206,9 @@ def test_report_says_when_rules_do_not_describe_the_model(loans, tmp_path, min_f
                        explanations=[{"type": "rules", "max_depth": 1, "min_fidelity": min_fidelity}],
                        principal_reasons=DELETE, sample={"size": 3, "strategy": "random", "seed": 1})
     policy = load_policy(path)
-    evidence = run_audit(policy, prepare(policy))
+    evidence = run_audit(plan_run(policy), prepare(policy))
     result = evidence.subjects[0].global_explanations["rules"]
-    html = render_html(evidence)
+    html = visible_text(render_html(evidence))
     if min_fidelity == 1.0:
         assert result.describes_model is False
         assert "These rules do not describe the model" in html

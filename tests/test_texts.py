@@ -7,7 +7,9 @@ import numpy as np
 from fixtures_media import text_policy
 
 from auditor.audit import prepare, run_audit
-from auditor.explainers import EXPLAINERS, SPECS, Batch
+
+from auditor.plan import plan_run
+from auditor.explainers import EXPLAINERS, Batch
 from auditor.policy import load_policy
 from auditor.report import render_html
 
@@ -19,7 +21,7 @@ def batch(prep, rows):
 
 
 def explain(prep, name, rows, **options):
-    spec = SPECS[name](type=name, **options)
+    spec = EXPLAINERS[name].Spec(type=name, **options)
     return EXPLAINERS[name](spec).explain(prep.model, batch(prep, rows), background=prep.background.X, seed=0)[0]
 
 
@@ -73,7 +75,7 @@ def test_attention_rollout_is_a_distribution(tiny_text):
 def test_text_report_shades_tokens_and_says_attention_is_not_attribution(text_folder):
     policy = load_policy(text_policy(text_folder, [{"type": "layer_integrated_gradients", "n_steps": 8},
                                                    {"type": "attention"}]))
-    evidence = run_audit(policy, prepare(policy), sample_size=2)
+    evidence = run_audit(plan_run(policy, sample_size=2), prepare(policy))
     html = render_html(evidence)
     assert "attention is not attribution" in html.lower()
     assert 'class="tok' in html and "rgba(" in html

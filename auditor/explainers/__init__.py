@@ -1,11 +1,13 @@
 """Explanation families, one module each, behind one interface (:class:`base.Explainer`).
 
-``EXPLAINERS`` maps the policy's ``type`` to the explainer class. Adding a family is one module,
-one spec class, one entry here and one template partial.
+``EXPLAINERS`` maps the policy's ``type`` to the family: it is the one list of families. The policy
+schema, the evidence schema, the metrics thresholds accept, the methods appendix and the report's
+layout of each result are all derived from it. Adding a family is one module, one entry here and one
+template partial (``templates/partials/methods/<type>.html.j2``).
 """
 
-from .base import Batch, Explainer, ExplainerSpec, decision_seed
 from .attention import Attention
+from .base import Batch, Explainer, ExplainerSpec, MethodSummary, Notes, Observation, decision_seed
 from .counterfactuals import Counterfactuals
 from .gradcam import GradCam
 from .integrated_gradients import IntegratedGradients
@@ -16,7 +18,8 @@ from .permutation import PermutationImportance
 from .rules import Rules
 from .text_attribution import LayerIntegratedGradients, LimeText
 
-__all__ = ["EXPLAINERS", "SPECS", "Batch", "Explainer", "ExplainerSpec", "decision_seed"]
+__all__ = ["EXPLAINERS", "Batch", "Explainer", "ExplainerSpec", "MethodSummary", "Notes", "Observation",
+           "decision_seed", "registry_key"]
 
 EXPLAINERS: dict[str, type[Explainer]] = {
     "integrated_gradients": IntegratedGradients,
@@ -32,4 +35,7 @@ EXPLAINERS: dict[str, type[Explainer]] = {
     "attention": Attention,
 }
 
-SPECS = {name: cls.Spec for name, cls in EXPLAINERS.items()}
+
+def registry_key() -> tuple:
+    """The registry as it is now, hashable: what the policy and evidence models are derived from."""
+    return tuple(EXPLAINERS.items())

@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .base import Batch, Explainer, ExplainerSpec, Progress
+from .base import Batch, Explainer, ExplainerSpec, Notes, Observation, Progress
 
 __all__ = ["Attention", "AttentionSpec", "AttentionResult"]
 
@@ -34,8 +34,24 @@ class Attention(Explainer):
     requires = "torch"
     modalities = frozenset({"text"})
     title = "Attention (not attribution)"
+    notes = Notes(
+        computes="Shows the attention weights from [CLS] to every token for every head of every layer, and attention "
+                 "rollout: head-averaged attention mixed with the residual connection, multiplied through the layers.",
+        reading="Darker cells are tokens a head attends to from [CLS]. There is no quality figure: attention describes "
+                "where the model looks, not what drives its output.",
+        limits="Attention is not attribution: high attention on a token does not mean the token changed the decision.",
+        cite="S. Abnar, W. Zuidema. Quantifying Attention Flow in Transformers. ACL 2020; S. Jain, B. C. Wallace. "
+             "Attention is not Explanation. NAACL 2019.",
+    )
     Spec = AttentionSpec
-    Result = AttentionResult
+    Results = (AttentionResult,)
+    partial = "partials/methods/attention.html.j2"
+
+    def summarize(self, name, model_id, results, decision_ids, parameters):
+        return None, [Observation(
+            level="info", code="attention.not_attribution", method=name,
+            message=f"{model_id}: attention maps show where the model's heads look, not what changed its decision: "
+                    "attention is not attribution.")]
 
     def explain(self, model, batch: Batch, *, background, seed, progress: Progress | None = None):
         import torch

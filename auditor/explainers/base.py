@@ -1,16 +1,29 @@
-"""The one small interface every explanation family implements.
+"""The one interface every explanation family implements, and the typed records families share.
 
-An explainer is configured by its policy spec (a pydantic model tagged by ``type``) and has one verb,
-``explain(model, batch, *, background, seed, progress)``, which takes the whole batch of sampled
-decisions and returns typed results: one per decision for local methods, one for the model for global
-methods. Explainers never render and never write files.
+A family is one class in one module. It owns everything the auditor knows about the method:
+
+- ``Spec``: its entry under ``explanations:`` in the policy (a pydantic model tagged by ``type``);
+- ``Results``: the typed result(s) it puts in the evidence, tagged by ``method``;
+- ``title`` and ``notes``: its name in the report and its methods-appendix text (what it computes,
+  how to read it, its known limits, the paper);
+- ``Summary``, ``figures`` and :meth:`Explainer.summarize`: its per-subject summary, the quality figures
+  it offers to thresholds (fields of the summary) and the observations it raises, each with the
+  threshold that raised it;
+- ``partial``: the template that lays out its results in the report;
+- how its results feed method agreement and principal reasons (``attribution_field``,
+  :meth:`reason_ranking`) and how two runs' global results compare (:meth:`comparable`).
+
+One verb runs it: ``explain(model, batch, *, background, seed, progress)`` takes the whole batch of
+sampled decisions and returns (results, parameters): one result per decision for local methods, one
+for the model for global methods. Explainers never render and never write files.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,8 +32,22 @@ if TYPE_CHECKING:
 
     from ..models import ModelAdapter
 
-__all__ = ["Batch", "ExplainerSpec", "Explainer", "Progress", "attribution_targets", "decision_seed"]
+__all__ = [
+    "Batch",
+    "Explainer",
+    "ExplainerSpec",
+    "MethodSummary",
+    "Notes",
+    "Observation",
+    "Progress",
+    "Ranking",
+    "RuleSet",
+    "attribution_targets",
+    "decision_seed",
+    "towards",
+]
 
+Label = Union[int, str]
 Progress = Callable[[int], None]
 """Called with the number of decisions just finished, so the CLI can advance a progress bar."""
 
@@ -59,17 +86,80 @@ class ExplainerSpec(BaseModel):
         return self.id or self.type
 
 
+@dataclass(frozen=True)
+class Notes:
+    """A family's text in the report's methods appendix."""
+
+    computes: str
+    """What the method computes, and with which library."""
+    reading: str
+    """How to read its output and its quality figure."""
+    limits: str
+    """Its known limits, in plain words."""
+    cite: str
+    """The paper(s)."""
+
+
+class MethodSummary(BaseModel):
+    """Base of a family's per-subject summary (a field of the evidence); ``kind`` tags the subclass."""
+
+    kind: str
+
+
+class Observation(BaseModel):
+    """A point for the reviewer: raised by a family's summary or by the audit, with what raised it."""
+
+    level: Literal["info", "warn"] = Field(description="warn: check before relying on it; info: for the record.")
+    code: str = Field(description="Stable identifier of the kind of observation, e.g. lime.poor_fit.")
+    method: str | None = Field(default=None, description="The explanation it is about (its name in the policy).")
+    message: str
+    decisions: list[Label] = Field(default_factory=list, description="The decisions it concerns.")
+    threshold: float | None = Field(default=None, description="The bound that raised it.")
+    setting: str | None = Field(
+        default=None, description="The policy setting that bound comes from (its default when the policy is silent).")
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """A global result as a ranking of features (importance by a score), for comparing two runs."""
+
+    scores: dict[str, float]
+    scoring: str
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """A global result as readable rules and how faithful they are, for comparing two runs."""
+
+    rules: list[str]
+    fidelity: float
+
+
 class Explainer:
-    """Base class: subclasses set ``scope``, ``requires`` and implement ``explain``."""
+    """Base class of a family: subclasses set the class attributes and implement ``explain``."""
 
     scope: ClassVar[Literal["local", "global"]]
     requires: ClassVar[Literal["any", "torch"]] = "any"
     modalities: ClassVar[frozenset[str]] = frozenset({"tabular"})
     needs_eager: ClassVar[bool] = False  # hooks into layers: TorchScript modules cannot be hooked
     title: ClassVar[str]
+    notes: ClassVar[Notes]
+    Spec: ClassVar[type[ExplainerSpec]]
+    Results: ClassVar[tuple[type[BaseModel], ...]]
+    Summary: ClassVar[type[MethodSummary] | None] = None
+    figures: ClassVar[dict[str, str]] = {}
+    """Quality figures a threshold can name (``<explanation>.<figure>``): fields of ``Summary``, with what each is."""
+    partial: ClassVar[str] = "partials/methods/default.html.j2"
+    attribution_field: ClassVar[str | None] = None
+    """Per-decision results' field holding per-feature attributions (feature -> signed value towards the
+    result's ``target``). Families that set it take part in method agreement and principal reasons."""
+    annotation: ClassVar[tuple[str, str] | None] = None
+    """(field, column title): a per-feature text the values table shows beside the attributions."""
 
     def __init__(self, spec: ExplainerSpec) -> None:
         self.spec = spec
+
+    # --- applicability -------------------------------------------------------------------------------
 
     @classmethod
     def not_applicable(cls, model) -> str | None:
@@ -92,6 +182,8 @@ class Explainer:
         """Problems with ``spec`` for a loaded model (and its data), as (field under the spec, message, fix)."""
         return []
 
+    # --- the verb ----------------------------------------------------------------------------------------
+
     def explain(
         self,
         model: "ModelAdapter",
@@ -108,6 +200,47 @@ class Explainer:
         """
         raise NotImplementedError
 
+    # --- what the evidence says about the results --------------------------------------------------------
+
+    def summarize(self, name: str, model_id: str, results, decision_ids: list, parameters: dict[str, Any]
+                  ) -> tuple[MethodSummary | None, list[Observation]]:
+        """The per-subject summary of this explanation (named ``name`` in the policy) and its observations.
+
+        ``results`` are the per-decision results in decision order (local) or the one result (global);
+        ``decision_ids`` the sampled decisions' ids in the same order.
+        """
+        return None, []
+
+    @classmethod
+    def attributions(cls, result) -> dict[str, float] | None:
+        """A per-decision result's attributions by feature (None for families or results without them)."""
+        return None if cls.attribution_field is None else getattr(result, cls.attribution_field, None)
+
+    @classmethod
+    def reason_ranking(cls, result, adverse: Label, names: list[str]) -> list[str] | None:
+        """Features that push this decision towards the ``adverse`` class, strongest first (None: no reasons)."""
+        values = cls.attributions(result)
+        return None if values is None else towards(values, result.target == adverse, names)
+
+    @classmethod
+    def gives_reasons(cls) -> bool:
+        """Whether this family's per-decision results rank features for principal reasons."""
+        return cls.scope == "local" and (cls.attribution_field is not None
+                                         or cls.reason_ranking.__func__ is not Explainer.reason_ranking.__func__)
+
+    @classmethod
+    def comparable(cls, result) -> Ranking | RuleSet | None:
+        """A global result in a form two runs can be compared by (``auditor diff``); None if not comparable."""
+        return None
+
+
+def towards(values: dict[str, float], signed_towards: bool, names: list[str]) -> list[str]:
+    """Features whose value pushes towards a class, strongest first: positive values when the values are
+    signed towards it (``signed_towards``), negative ones otherwise. Ties keep feature order."""
+    sign = 1.0 if signed_towards else -1.0
+    pushing = {f: sign * v for f, v in values.items() if sign * v > 0}
+    return sorted(pushing, key=lambda f: (-pushing[f], names.index(f)))
+
 
 def decision_seed(seed: int, decision_id: int | str) -> int:
     """A per-decision seed that depends only on the audit seed and the decision's stable id.
@@ -115,8 +248,6 @@ def decision_seed(seed: int, decision_id: int | str) -> int:
     Explaining a decision therefore gives the same result whatever else is in the sample and in
     whatever order, which keeps evidence reproducible when the sample grows or work is split.
     """
-    import hashlib
-
     digest = hashlib.sha256(f"{seed}:{decision_id}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
 

@@ -28,6 +28,7 @@ import io
 import logging
 import math
 import random
+import statistics
 import warnings
 from itertools import combinations
 from typing import Literal
@@ -35,9 +36,10 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from .base import Batch, Explainer, ExplainerSpec, Progress, decision_seed
+from ..numbers import listed
+from .base import Batch, Explainer, ExplainerSpec, MethodSummary, Notes, Observation, Progress, decision_seed
 
-__all__ = ["Counterfactuals", "CounterfactualsSpec", "CounterfactualsResult"]
+__all__ = ["Counterfactuals", "CounterfactualsResult", "CounterfactualsSpec", "CounterfactualsSummary"]
 
 
 class CounterfactualsSpec(ExplainerSpec):
@@ -88,10 +90,24 @@ class CounterfactualsResult(BaseModel):
     dropped_not_flipping: int = Field(description="Returned but the model does not decide them the other way.")
     dropped_constraint_violations: int = Field(description="Flipped but changed an immutable feature or left a range.")
     counterfactuals: list[Counterfactual]
+    valid: int | None = Field(default=None, description="Valid counterfactuals (those listed).")
     validity: float = Field(description="Valid counterfactuals / asked.")
     proximity: float | None = Field(description="Mean distance of valid counterfactuals (lower is closer).")
     sparsity: float | None = Field(description="Mean number of features changed (lower is simpler).")
     diversity: float | None = Field(description="Mean pairwise distance among valid counterfactuals (higher is more varied).")
+
+
+class CounterfactualsSummary(MethodSummary):
+    kind: Literal["counterfactuals"] = "counterfactuals"
+    decisions: int
+    asked: int = Field(description="Counterfactuals asked for, over all decisions.")
+    valid: int = Field(description="Valid counterfactuals found, over all decisions.")
+    validity: float = Field(description="Mean share of asked counterfactuals that are valid.")
+    min_validity: float = Field(description="Lowest validity of any decision.")
+    mean_proximity: float | None = Field(description="Mean proximity of the decisions that have counterfactuals.")
+    not_flipping: int = Field(description="Returned by the search but not changing the decision (removed).")
+    constraint_violations: int = Field(description="Changing an immutable feature or leaving a range (removed).")
+    none_found: list[int | str] = Field(description="Decisions with no valid counterfactual.")
 
 
 class Counterfactuals(Explainer):
@@ -99,8 +115,66 @@ class Counterfactuals(Explainer):
 
     scope = "local"
     title = "Counterfactuals (DiCE method)"
+    notes = Notes(
+        computes="DiCE's method searches for a few diverse inputs, close to the decision, that the model decides the "
+                 "other way, changing only mutable features within their permitted ranges: for method random, the "
+                 "auditor's batched engine (DiCE's random search for all decisions at once, tested for equal quality "
+                 "against dice-ml); otherwise dice-ml itself (engine 'reference'). Every candidate is re-scored by "
+                 "the model and checked against the immutable features and ranges; candidates that fail are removed "
+                 "and counted.",
+        reading="Each counterfactual lists only the features it changes. Validity is valid counterfactuals / asked; "
+                "proximity the mean per-feature distance (numeric |change| / range, categorical 0 or 1; lower is "
+                "closer); sparsity the features changed; diversity the mean distance between a decision's "
+                "counterfactuals.",
+        limits="A counterfactual shows one way the model's decision would change, not a causal or achievable path: "
+               "features outside the policy's constraints may still be impossible to change in reality. Random "
+               "search finds some counterfactuals, not the closest one.",
+        cite="R. K. Mothilal, A. Sharma, C. Tan. Explaining Machine Learning Classifiers through Diverse "
+             "Counterfactual Explanations. FAT* 2020.",
+    )
     Spec = CounterfactualsSpec
-    Result = CounterfactualsResult
+    Results = (CounterfactualsResult,)
+    Summary = CounterfactualsSummary
+    figures = {
+        "validity": "mean share of asked counterfactuals that are valid",
+        "min_validity": "lowest validity of any decision",
+    }
+    partial = "partials/methods/counterfactuals.html.j2"
+
+    @classmethod
+    def reason_ranking(cls, result, adverse, names: list[str]) -> list[str]:
+        """The features the valid counterfactuals change to reverse the decision, most often changed first."""
+        counts: dict[str, int] = {}
+        for cf in result.counterfactuals:
+            for f in cf.changes:
+                counts[f] = counts.get(f, 0) + 1
+        return sorted(counts, key=lambda f: (-counts[f], names.index(f)))
+
+    def summarize(self, name, model_id, results, decision_ids, parameters):
+        if not results:
+            return None, []
+        prox = [r.proximity for r in results if r.proximity is not None]
+        none = [i for i, r in zip(decision_ids, results) if not r.counterfactuals]
+        summary = CounterfactualsSummary(
+            decisions=len(results), asked=sum(r.asked for r in results),
+            valid=sum(len(r.counterfactuals) for r in results),
+            validity=statistics.fmean(r.validity for r in results), min_validity=min(r.validity for r in results),
+            mean_proximity=float(sum(prox) / len(prox)) if prox else None,
+            not_flipping=sum(r.dropped_not_flipping for r in results),
+            constraint_violations=sum(r.dropped_constraint_violations for r in results), none_found=none)
+        observations = []
+        if summary.constraint_violations:
+            observations.append(Observation(
+                level="warn", code="counterfactuals.constraint_violations", method=name,
+                decisions=[i for i, r in zip(decision_ids, results) if r.dropped_constraint_violations],
+                message=f"{model_id}: the search returned {summary.constraint_violations} counterfactual(s) that changed "
+                        "an immutable feature or left a permitted range; they were removed and are not shown."))
+        if none:
+            observations.append(Observation(
+                level="info", code="counterfactuals.none_found", method=name, decisions=none,
+                message=f"{model_id}: no valid counterfactual was found for decision(s) {listed(none)} within the "
+                        "constraints."))
+        return summary, observations
 
     @classmethod
     def check(cls, spec: CounterfactualsSpec, model) -> list[tuple[str, str, str]]:
@@ -227,6 +301,7 @@ class Counterfactuals(Explainer):
             dropped_not_flipping=not_flipping,
             dropped_constraint_violations=violations,
             counterfactuals=cfs,
+            valid=len(cfs),
             validity=len(cfs) / self.spec.count,
             proximity=float(np.mean([c.distance for c in cfs])) if cfs else None,
             sparsity=float(np.mean([len(c.changes) for c in cfs])) if cfs else None,

@@ -12,13 +12,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Batch, Explainer, Progress
-from .image_maps import ImageMapResult, TargetedSpec, TargetMap, compact, resolve_targets, score_map
+from .base import Batch, Explainer, Notes, Progress
+from .image_maps import (MAP_FIGURES, ImageMapResult, MapSpec, MapSummary, TargetMap, compact, resolve_targets,
+                         score_map, summarize_maps)
 
 __all__ = ["GradCam", "GradCamSpec"]
 
 
-class GradCamSpec(TargetedSpec):
+class GradCamSpec(MapSpec):
     type: Literal["gradcam"]
     layer: str = Field(description="Name of the convolutional layer (as in model.named_modules()), e.g. features.6.")
 
@@ -29,8 +30,22 @@ class GradCam(Explainer):
     modalities = frozenset({"image"})
     needs_eager = True
     title = "Grad-CAM"
+    notes = Notes(
+        computes="Weights a convolutional layer's activations by the averaged gradients of the target class and keeps "
+                 "the positive part, upsampled to the image (Captum LayerGradCam).",
+        reading="Bright regions are evidence for the class; Grad-CAM shows no evidence against it. Scored against "
+                "ground-truth masks where the data has them: the pointing game (is the map's maximum inside the "
+                "finding, within 3 pixels?) and the share of the map's mass inside the finding.",
+        limits="Coarse: its resolution is the chosen layer's. It shows where the layer's features respond, which "
+               "need not be what the final decision depends on.",
+        cite="R. R. Selvaraju et al. Grad-CAM: Visual Explanations from Deep Networks via Gradient-based "
+             "Localization. ICCV 2017.",
+    )
     Spec = GradCamSpec
-    Result = ImageMapResult
+    Results = (ImageMapResult,)
+    Summary = MapSummary
+    figures = MAP_FIGURES
+    partial = "partials/methods/gradcam.html.j2"
 
     @classmethod
     def check(cls, spec, model) -> list[tuple[str, str, str]]:
@@ -69,3 +84,6 @@ class GradCam(Explainer):
             if progress:
                 progress(1)
         return results, {"layer": self.spec.layer}
+
+    def summarize(self, name, model_id, results, decision_ids, parameters):
+        return summarize_maps(name, model_id, self.title, results, decision_ids, self.spec.warn_pointing)

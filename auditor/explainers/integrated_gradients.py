@@ -14,15 +14,16 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .base import Batch, Explainer, Progress, attribution_targets
-from .image_maps import ImageMapResult, TargetedSpec, TargetMap, compact, resolve_targets, score_map
+from ..numbers import listed, pct
+from .base import Batch, Explainer, MethodSummary, Notes, Observation, Progress, attribution_targets
+from .image_maps import ImageMapResult, MapSpec, TargetMap, compact, resolve_targets, score_map, summarize_maps
 
-__all__ = ["IntegratedGradients", "IntegratedGradientsSpec", "IntegratedGradientsResult"]
+__all__ = ["IntegratedGradients", "IntegratedGradientsResult", "IntegratedGradientsSpec", "IntegratedGradientsSummary"]
 
 DECISION_CHUNK = 256  # decisions per Captum call; each call scores n_steps x chunk rows
 
 
-class IntegratedGradientsSpec(TargetedSpec):
+class IntegratedGradientsSpec(MapSpec):
     type: Literal["integrated_gradients"]
     n_steps: int = Field(default=64, ge=2, le=4096, description="Points on the path from baseline to input.")
     method: Literal["gausslegendre", "riemann_trapezoid", "riemann_middle"] = "gausslegendre"
@@ -34,6 +35,11 @@ class IntegratedGradientsSpec(TargetedSpec):
     internal_batch_size: int = Field(
         default=4096, ge=1, description="Rows per forward pass inside Captum; bounds memory."
     )
+    warn_relative_delta: float = Field(
+        default=0.05, gt=0,
+        description="Tabular: a decision whose |convergence delta| exceeds this share of the explained probability "
+        "change is flagged for the reviewer (increase n_steps).",
+    )
 
 
 class IntegratedGradientsResult(BaseModel):
@@ -43,6 +49,17 @@ class IntegratedGradientsResult(BaseModel):
     output: float = Field(description="Model probability of the target class at the input.")
     baseline_output: float = Field(description="Model probability of the target class at the baseline.")
     convergence_delta: float = Field(description="sum(attributions) - (output - baseline_output).")
+    attribution_sum: float | None = Field(default=None, description="sum(attributions).")
+
+
+class IntegratedGradientsSummary(MethodSummary):
+    kind: Literal["integrated_gradients"] = "integrated_gradients"
+    decisions: int
+    max_delta: float = Field(description="Largest |convergence delta| over the decisions.")
+    max_relative_delta: float = Field(
+        description="Largest |convergence delta| / |output - baseline_output| over the decisions.")
+    warn_relative_delta: float = Field(description="The policy's bound above which a decision is flagged.")
+    flagged: list[int | str] = Field(description="Decisions whose relative delta exceeds the bound.")
 
 
 class IntegratedGradients(Explainer):
@@ -52,8 +69,30 @@ class IntegratedGradients(Explainer):
     requires = "torch"
     modalities = frozenset({"tabular", "image"})
     title = "Integrated Gradients"
+    notes = Notes(
+        computes="Integrates the gradient of the model's probability for the attributed class along a straight path "
+                 "from a baseline input to the decision (Captum). Attributions are in probability units and, by the "
+                 "completeness axiom, sum to the difference between the decision's probability and the baseline's. "
+                 "On images the path runs from a black, blurred or mean image and each pixel's attribution is summed "
+                 "over the colour channels.",
+        reading="A positive attribution pushes the decision towards the attributed class. The quality figure is the "
+                "convergence delta: how far the numerical integral misses completeness. Small relative to the "
+                "probability difference means the attributions are numerically trustworthy.",
+        limits="The attributions depend on the chosen baseline (stated below): they explain the difference from that "
+               "reference input, not the decision in absolute terms. Features the model treats jointly share credit "
+               "in ways the path decides.",
+        cite="M. Sundararajan, A. Taly, Q. Yan. Axiomatic Attribution for Deep Networks. ICML 2017.",
+    )
     Spec = IntegratedGradientsSpec
-    Result = IntegratedGradientsResult
+    Results = (IntegratedGradientsResult, ImageMapResult)
+    Summary = IntegratedGradientsSummary
+    figures = {
+        "max_delta": "largest |convergence delta| over decisions",
+        "pointing_game": "images: share of ground-truth images where the map's maximum is inside the mask",
+        "mass_in_mask": "images: mean share of positive attribution inside the mask",
+    }
+    partial = "partials/methods/integrated_gradients.html.j2"
+    attribution_field = "attributions"
 
     @classmethod
     def check(cls, spec, model) -> list[tuple[str, str, str]]:
@@ -82,8 +121,31 @@ class IntegratedGradients(Explainer):
         return inputs.mean(dim=0, keepdim=True)
 
     def explain(self, model, batch, *, background, seed, progress: Progress | None = None):
-        if model.modality == "image":
-            return self._explain_images(model, batch, background=background, seed=seed, progress=progress)
+        engine = {"tabular": self._explain_table, "image": self._explain_images}[model.modality]
+        return engine(model, batch, background=background, seed=seed, progress=progress)
+
+    def summarize(self, name, model_id, results, decision_ids, parameters):
+        if results and isinstance(results[0], ImageMapResult):
+            return summarize_maps(name, model_id, self.title, results, decision_ids, self.spec.warn_pointing)
+        if not results:
+            return None, []
+        deltas = [abs(r.convergence_delta) for r in results]
+        relative = [abs(r.convergence_delta) / max(abs(r.output - r.baseline_output), 1e-12) for r in results]
+        bound = self.spec.warn_relative_delta
+        flagged = [i for i, rel in zip(decision_ids, relative) if rel > bound]
+        summary = IntegratedGradientsSummary(decisions=len(results), max_delta=max(deltas),
+                                             max_relative_delta=max(relative), warn_relative_delta=bound,
+                                             flagged=flagged)
+        observations = []
+        if flagged:
+            observations.append(Observation(
+                level="warn", code="integrated_gradients.convergence", method=name, decisions=flagged,
+                threshold=bound, setting=f"explanations[{name}].warn_relative_delta",
+                message=f"{model_id}: Integrated Gradients' convergence delta exceeds {pct(bound, 0)} of the explained "
+                        f"change for {len(flagged)} decision(s) ({listed(flagged)}); increase n_steps."))
+        return summary, observations
+
+    def _explain_table(self, model, batch, *, background, seed, progress: Progress | None = None):
         import torch
         from captum.attr import IntegratedGradients as CaptumIG
 
@@ -122,6 +184,7 @@ class IntegratedGradients(Explainer):
                         output=float(proba[start + k, t]),
                         baseline_output=float(base_proba[t]),
                         convergence_delta=float(delta),
+                        attribution_sum=float(attr[k].sum()),
                     )
                 )
             if progress:
@@ -135,8 +198,6 @@ class IntegratedGradients(Explainer):
     def _explain_images(self, model, batch: Batch, *, background, seed, progress):
         import torch
         from captum.attr import IntegratedGradients as CaptumIG
-
-        from ..images import blurred
 
         torch.manual_seed(seed)
         ig = CaptumIG(model.forward)
@@ -168,6 +229,13 @@ class IntegratedGradients(Explainer):
             if progress:
                 progress(1)
         return results, {"baseline": self.spec.baseline}
+
+
+def blurred(X: np.ndarray, sigma: float = 5.0) -> np.ndarray:
+    """Each image blurred (Gaussian, per channel): the 'blurred' baseline keeps colour, drops structure."""
+    from scipy.ndimage import gaussian_filter
+
+    return np.stack([gaussian_filter(x, sigma=(0, sigma, sigma)) for x in X]).astype(np.float32)
 
 
 def _feature_baseline(model, base) -> list[float]:

@@ -16,13 +16,14 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from .base import Batch, Explainer, Progress, decision_seed
-from .image_maps import ImageMapResult, TargetedSpec, TargetMap, compact, resolve_targets, score_map
+from .base import Batch, Explainer, Notes, Progress, decision_seed
+from .image_maps import (MAP_FIGURES, ImageMapResult, MapSpec, MapSummary, TargetMap, compact, resolve_targets,
+                         score_map, summarize_maps)
 
 __all__ = ["LimeImage", "LimeImageSpec"]
 
 
-class LimeImageSpec(TargetedSpec):
+class LimeImageSpec(MapSpec):
     type: Literal["lime_image"]
     num_samples: int = Field(default=1000, ge=50, le=100_000, description="Perturbed images per decision.")
     segmentation: Literal["slic", "grid"] = "slic"
@@ -42,8 +43,20 @@ class LimeImage(Explainer):
     requires = "torch"
     modalities = frozenset({"image"})
     title = "LIME (image segments)"
+    notes = Notes(
+        computes="Cuts the image into superpixels (SLIC) and fits a weighted linear model of the class probability on "
+                 "which segments are kept (lime package). Segments for and against the class are outlined.",
+        reading="Green segments raise the class's probability when shown, red ones lower it. Quality: the local fit "
+                "R², and the ground-truth scores.",
+        limits="The explanation is only as fine as the segmentation, and what a hidden segment is replaced by "
+               "(the policy's 'hide') changes the answer.",
+        cite="M. T. Ribeiro, S. Singh, C. Guestrin. \"Why Should I Trust You?\" KDD 2016.",
+    )
     Spec = LimeImageSpec
-    Result = ImageMapResult
+    Results = (ImageMapResult,)
+    Summary = MapSummary
+    figures = MAP_FIGURES
+    partial = "partials/methods/lime_image.html.j2"
 
     @classmethod
     def check(cls, spec, model) -> list[tuple[str, str, str]]:
@@ -103,3 +116,6 @@ class LimeImage(Explainer):
             if progress:
                 progress(1)
         return results, {}
+
+    def summarize(self, name, model_id, results, decision_ids, parameters):
+        return summarize_maps(name, model_id, self.title, results, decision_ids, self.spec.warn_pointing)

@@ -16,15 +16,17 @@ import io
 import math
 import os
 import queue
+import statistics
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .base import Explainer, ExplainerSpec, Progress, attribution_targets, decision_seed
+from ..numbers import listed, num
+from .base import Explainer, ExplainerSpec, MethodSummary, Notes, Observation, Progress, attribution_targets, decision_seed
 
-__all__ = ["Lime", "LimeSpec", "LimeResult"]
+__all__ = ["Lime", "LimeResult", "LimeSpec", "LimeSummary"]
 
 CHUNK_ROWS = 200_000  # batched engine: perturbations held and scored at once (~50 MB for 30 features)
 
@@ -51,6 +53,15 @@ class LimeSpec(ExplainerSpec):
         description="Explain each decision this many times with different seeds and record how stable its top "
         "features are (mean pairwise Jaccard overlap of the top 5). The first run is the explanation shown.",
     )
+    warn_score: float = Field(
+        default=0.5, ge=0, le=1,
+        description="A decision whose local fit R² is below this is flagged: the linear explanation describes the "
+        "model poorly there.",
+    )
+    warn_stability: float = Field(
+        default=0.6, ge=0, le=1,
+        description="With repeats: a decision whose top-5 stability is below this is flagged as unstable.",
+    )
 
 
 class LimeResult(BaseModel):
@@ -70,13 +81,77 @@ class LimeResult(BaseModel):
     )
 
 
+class LimeSummary(MethodSummary):
+    kind: Literal["lime"] = "lime"
+    decisions: int
+    median_score: float = Field(description="Median local-fit R² over the decisions.")
+    min_score: float = Field(description="Lowest local-fit R².")
+    warn_score: float = Field(description="The policy's bound below which a decision's fit is flagged.")
+    poor_fit: list[int | str] = Field(description="Decisions whose local fit is below the bound.")
+    repeats: int
+    stability: float | None = Field(description="With repeats: mean top-5 stability over the decisions.")
+    warn_stability: float
+    unstable: list[int | str] = Field(description="With repeats: decisions whose stability is below its bound.")
+
+
 class Lime(Explainer):
     """LIME tabular explanations, one ``explain_instance`` per decision, each seeded by its id."""
 
     scope = "local"
     title = "LIME (local surrogate)"
+    notes = Notes(
+        computes="Perturbs the decision's features, scores the perturbations with the model, weights them by closeness "
+                 "(exponential kernel) and fits a weighted linear model; its weights are the explanation (lime "
+                 "package, or the auditor's batched engine, tested for parity with it). Continuous features are "
+                 "discretised into quartiles of the reference data, so a weight applies to the condition shown (the "
+                 "quartile of the feature's values the decision falls in).",
+        reading="A positive weight pushes the decision towards the explained class. The quality figure is the local "
+                "fit R²: how well the linear model reproduces the model near the decision. With repeats, stability "
+                "is the overlap of the top five features between runs with different seeds.",
+        limits="The explanation depends on the sampling and the kernel width; a low local fit or low stability means "
+               "it should not be relied on for that decision. Correlated features are perturbed independently.",
+        cite="M. T. Ribeiro, S. Singh, C. Guestrin. \"Why Should I Trust You?\" Explaining the Predictions of Any "
+             "Classifier. KDD 2016.",
+    )
     Spec = LimeSpec
-    Result = LimeResult
+    Results = (LimeResult,)
+    Summary = LimeSummary
+    figures = {
+        "median_score": "median local-fit R²",
+        "min_score": "lowest local-fit R²",
+        "stability": "mean top-feature stability across repeats (Jaccard of top 5)",
+    }
+    partial = "partials/methods/lime.html.j2"
+    attribution_field = "weights"
+    annotation = ("conditions", "LIME condition")
+
+    def summarize(self, name, model_id, results, decision_ids, parameters):
+        if not results:
+            return None, []
+        spec = self.spec
+        poor = [i for i, r in zip(decision_ids, results) if r.score < spec.warn_score]
+        stabilities = [(i, r.stability) for i, r in zip(decision_ids, results) if r.stability is not None]
+        unstable = [(i, v) for i, v in stabilities if v < spec.warn_stability]
+        summary = LimeSummary(
+            decisions=len(results), median_score=statistics.median(r.score for r in results),
+            min_score=min(r.score for r in results), warn_score=spec.warn_score, poor_fit=poor,
+            repeats=spec.repeats, stability=statistics.fmean(v for _, v in stabilities) if stabilities else None,
+            warn_stability=spec.warn_stability, unstable=[i for i, _ in unstable])
+        observations = []
+        if unstable:
+            observations.append(Observation(
+                level="warn", code="lime.unstable", method=name, decisions=summary.unstable,
+                threshold=spec.warn_stability, setting=f"explanations[{name}].warn_stability",
+                message=f"{model_id}: LIME's top features change from run to run (stability < {spec.warn_stability:g}) "
+                        f"for decision(s) {listed(f'{i} ({num(v, 2)})' for i, v in unstable)}: do not rely on those "
+                        "explanations' ranking."))
+        if poor:
+            observations.append(Observation(
+                level="warn", code="lime.poor_fit", method=name, decisions=poor, threshold=spec.warn_score,
+                setting=f"explanations[{name}].warn_score",
+                message=f"{model_id}: LIME's local model fits poorly (R² < {spec.warn_score:g}) for decision(s) "
+                        f"{listed(poor)}: treat those explanations with caution."))
+        return summary, observations
 
     def kernel_width(self, n_features: int) -> float:
         return self.spec.kernel_width or 0.75 * math.sqrt(n_features)

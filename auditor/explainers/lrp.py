@@ -12,13 +12,14 @@ from __future__ import annotations
 from typing import Literal
 
 
-from .base import Batch, Explainer, Progress
-from .image_maps import ImageMapResult, TargetedSpec, TargetMap, compact, resolve_targets, score_map
+from .base import Batch, Explainer, Notes, Progress
+from .image_maps import (MAP_FIGURES, ImageMapResult, MapSpec, MapSummary, TargetMap, compact, resolve_targets,
+                         score_map, summarize_maps)
 
 __all__ = ["Lrp", "LrpSpec", "unsupported_layers"]
 
 
-class LrpSpec(TargetedSpec):
+class LrpSpec(MapSpec):
     type: Literal["lrp"]
 
 
@@ -37,8 +38,21 @@ class Lrp(Explainer):
     modalities = frozenset({"image"})
     needs_eager = True
     title = "LRP"
+    notes = Notes(
+        computes="Redistributes the target class's logit backwards through the network with relevance-conserving rules "
+                 "(Captum LRP, epsilon rule).",
+        reading="Red pixels carry relevance for the class, blue against it. Its quality figure is the relevance minus "
+                "the explained logit (biases absorb part of it), with the same ground-truth scores as Grad-CAM.",
+        limits="Rules exist only for some layer types; the result depends on the rule chosen, and relevance does not "
+               "sum exactly to the logit when layers have biases.",
+        cite="S. Bach et al. On Pixel-Wise Explanations for Non-Linear Classifier Decisions by Layer-Wise Relevance "
+             "Propagation. PLoS ONE 2015.",
+    )
     Spec = LrpSpec
-    Result = ImageMapResult
+    Results = (ImageMapResult,)
+    Summary = MapSummary
+    figures = MAP_FIGURES
+    partial = "partials/methods/lrp.html.j2"
 
     @classmethod
     def check(cls, spec, model) -> list[tuple[str, str, str]]:
@@ -82,3 +96,6 @@ class Lrp(Explainer):
             if progress:
                 progress(1)
         return results, {"explained_output": "logit of the target class"}
+
+    def summarize(self, name, model_id, results, decision_ids, parameters):
+        return summarize_maps(name, model_id, self.title, results, decision_ids, self.spec.warn_pointing)

@@ -12,9 +12,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .base import Explainer, ExplainerSpec, Progress
+from .base import Explainer, ExplainerSpec, Notes, Progress, Ranking
 
-__all__ = ["PermutationImportance", "PermutationImportanceSpec", "PermutationImportanceResult"]
+__all__ = ["PermutationImportance", "PermutationImportanceResult", "PermutationImportanceSpec"]
 
 
 class PermutationImportanceSpec(ExplainerSpec):
@@ -67,8 +67,24 @@ class PermutationImportance(Explainer):
 
     scope = "global"
     title = "Permutation importance"
+    notes = Notes(
+        computes="Shuffles one feature at a time across the audited rows and measures how much the model's score "
+                 "drops (scikit-learn). Repeated with seeded shuffles; the bar is the mean drop and the whisker its "
+                 "standard deviation.",
+        reading="A large drop means the model relies on the feature overall; a drop near zero (or below) means "
+                "shuffling it does not hurt the score.",
+        limits="Importance of correlated features is shared between them and can look small for each. Shuffling "
+               "creates combinations of values that may not occur in reality.",
+        cite="L. Breiman. Random Forests. Machine Learning 45, 2001; A. Fisher, C. Rudin, F. Dominici. All Models "
+             "are Wrong, but Many are Useful. JMLR 2019.",
+    )
     Spec = PermutationImportanceSpec
-    Result = PermutationImportanceResult
+    Results = (PermutationImportanceResult,)
+    partial = "partials/methods/permutation_importance.html.j2"
+
+    @classmethod
+    def comparable(cls, result) -> Ranking:
+        return Ranking(scores={f: v.mean for f, v in result.importances.items()}, scoring=result.scoring)
 
     def explain(self, model, batch, *, background, seed, progress: Progress | None = None, sample=None):
         """``batch`` here is the whole audited dataset, with its true labels."""

@@ -16,9 +16,10 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .base import Batch, Explainer, ExplainerSpec, Progress
+from ..numbers import pct
+from .base import Batch, Explainer, ExplainerSpec, MethodSummary, Notes, Observation, Progress, RuleSet
 
-__all__ = ["Rules", "RulesSpec", "RulesResult", "Rule", "Condition", "rule_matches"]
+__all__ = ["Condition", "Rule", "Rules", "RulesResult", "RulesSpec", "RulesSummary", "rule_matches"]
 
 
 class RulesSpec(ExplainerSpec):
@@ -82,13 +83,55 @@ def rule_matches(rule: Rule, values: dict) -> bool:
     return True
 
 
+class RulesSummary(MethodSummary):
+    kind: Literal["rules"] = "rules"
+    fidelity: float = Field(description="Agreement of the rules with the model on held-out rows.")
+    min_fidelity: float = Field(description="The policy's minimum for the rules to describe the model.")
+    holdout_rows: int
+    rules: int = Field(description="Number of rules (leaves of the tree).")
+    describes_model: bool
+
+
 class Rules(Explainer):
     """A shallow decision tree fitted to the model's predictions, exported as readable rules."""
 
     scope = "global"
     title = "Surrogate rules"
+    notes = Notes(
+        computes="A shallow decision tree (scikit-learn) is trained on the reference data to reproduce the audited "
+                 "model's own decisions, and each of its leaves is read as an IF ... THEN rule. Categorical "
+                 "attributes are split by category name, numeric ones at thresholds in the data's units.",
+        reading="Fidelity is the share of held-out rows on which the rules and the model decide alike. Coverage and "
+                "precision of each rule are measured on the same held-out rows. Below the policy's minimum fidelity "
+                "the rules are only a rough sketch of the model's logic.",
+        limits="A depth-limited tree cannot represent interactions deeper than its depth; the rules describe the "
+               "model's decisions on data like the reference data, not elsewhere.",
+        cite="M. Craven, J. Shavlik. Extracting Tree-Structured Representations of Trained Networks. NIPS 1996; "
+             "R. Guidotti et al. A Survey of Methods for Explaining Black Box Models. ACM Computing Surveys 2018.",
+    )
     Spec = RulesSpec
-    Result = RulesResult
+    Results = (RulesResult,)
+    Summary = RulesSummary
+    figures = {"fidelity": "agreement of the rules with the model on held-out rows"}
+    partial = "partials/methods/rules.html.j2"
+
+    @classmethod
+    def comparable(cls, result) -> RuleSet:
+        return RuleSet(rules=[r.text for r in result.rules], fidelity=result.fidelity)
+
+    def summarize(self, name, model_id, result, decision_ids, parameters):
+        summary = RulesSummary(fidelity=result.fidelity, min_fidelity=result.min_fidelity,
+                               holdout_rows=result.holdout_rows, rules=len(result.rules),
+                               describes_model=result.describes_model)
+        observations = []
+        if not result.describes_model:
+            observations.append(Observation(
+                level="warn", code="rules.low_fidelity", method=name, threshold=result.min_fidelity,
+                setting=f"explanations[{name}].min_fidelity",
+                message=f"{model_id}: the surrogate rules agree with the model on only {pct(result.fidelity)} of "
+                        f"held-out rows, below the policy's minimum of {pct(result.min_fidelity)}: the rules do not "
+                        "describe the model."))
+        return summary, observations
 
     # --- design matrix: numeric as is, categories one-hot, so splits read as "is / is not" ----------
 

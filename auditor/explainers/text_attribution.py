@@ -18,15 +18,17 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import statistics
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .base import Batch, Explainer, Progress, decision_seed
+from .base import Batch, Explainer, MethodSummary, Notes, Progress, decision_seed
 from .image_maps import TargetedSpec, resolve_targets
 
-__all__ = ["LayerIntegratedGradients", "LayerIGSpec", "LimeText", "LimeTextSpec", "TokenAttributionResult"]
+__all__ = ["LayerIGSpec", "LayerIntegratedGradients", "LimeText", "LimeTextSpec", "TokenAttributionResult",
+           "TokenSummary"]
 
 
 class TokenTarget(BaseModel):
@@ -44,6 +46,24 @@ class TokenAttributionResult(BaseModel):
     tokens: list[str]
     in_rationale: list[bool] | None = None
     targets: list[TokenTarget]
+
+
+class TokenSummary(MethodSummary):
+    kind: Literal["tokens"] = "tokens"
+    decisions: int
+    max_delta: float | None = Field(default=None, description="Layer IG: largest |convergence delta|.")
+    rationale_mass: float | None = Field(
+        default=None, description="Mean share of positive attribution on the ground-truth rationale (first target).")
+
+
+def summarize_tokens(results: list[TokenAttributionResult]) -> TokenSummary:
+    deltas = [abs(t.convergence_delta) for r in results for t in r.targets if t.convergence_delta is not None]
+    masses = [t.rationale_mass for r in results for t in r.targets[:1] if t.rationale_mass is not None]
+    return TokenSummary(decisions=len(results), max_delta=max(deltas) if deltas else None,
+                        rationale_mass=statistics.fmean(masses) if masses else None)
+
+
+TOKEN_FIGURES = {"rationale_mass": "mean share of positive attribution on the ground-truth rationale"}
 
 
 def rationale_mass(values: np.ndarray, inside: list[bool] | None) -> float | None:
@@ -70,8 +90,25 @@ class LayerIntegratedGradients(Explainer):
     requires = "torch"
     modalities = frozenset({"text"})
     title = "Layer Integrated Gradients (embeddings)"
+    notes = Notes(
+        computes="Integrated Gradients through the embedding layer's output (Captum LayerIntegratedGradients), from a "
+                 "baseline text whose tokens between [CLS] and [SEP] are all [PAD]; each token's attribution is "
+                 "summed over the embedding dimensions.",
+        reading="Tokens shaded red push towards the class, blue against it. Quality: the convergence delta "
+                "(completeness gap), and, where the data marks a rationale, the share of positive attribution on "
+                "its tokens.",
+        limits="The all-[PAD] baseline is itself a text the model classifies; attributions explain the difference "
+               "from it. Sub-word tokens share a word's credit.",
+        cite="M. Sundararajan, A. Taly, Q. Yan. Axiomatic Attribution for Deep Networks. ICML 2017.",
+    )
     Spec = LayerIGSpec
-    Result = TokenAttributionResult
+    Results = (TokenAttributionResult,)
+    Summary = TokenSummary
+    figures = {"max_delta": "largest |convergence delta| over decisions", **TOKEN_FIGURES}
+    partial = "partials/methods/layer_integrated_gradients.html.j2"
+
+    def summarize(self, name, model_id, results, decision_ids, parameters):
+        return (summarize_tokens(results) if results else None), []
 
     @classmethod
     def check(cls, spec, model):
@@ -136,8 +173,23 @@ class LimeText(Explainer):
     scope = "local"
     modalities = frozenset({"text"})
     title = "LIME (words)"
+    notes = Notes(
+        computes="Removes words at random, rescores the texts and fits a weighted linear model over word presence "
+                 "(lime package).",
+        reading="Words shaded red raise the class's probability when present, blue lower it. Quality: the local fit "
+                "R², and the share of positive weight on the ground-truth rationale.",
+        limits="Removing words makes texts no clinician would write; the explanation covers only the words the "
+               "local model keeps.",
+        cite="M. T. Ribeiro, S. Singh, C. Guestrin. \"Why Should I Trust You?\" KDD 2016.",
+    )
     Spec = LimeTextSpec
-    Result = TokenAttributionResult
+    Results = (TokenAttributionResult,)
+    Summary = TokenSummary
+    figures = TOKEN_FIGURES
+    partial = "partials/methods/lime_text.html.j2"
+
+    def summarize(self, name, model_id, results, decision_ids, parameters):
+        return (summarize_tokens(results) if results else None), []
 
     @classmethod
     def check(cls, spec, model):

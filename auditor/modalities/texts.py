@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import LabelledRows, python_label
-from .errors import DataError, ModelError
+from ..datasets import LabelledRows, python_label
+from ..errors import DataError, ModelError
+from ..explainers.base import Batch
+from ..models import ClassifierView, path_sha256
+from .base import Modality
 from .images import labels_and_ids, read_table, require_columns
-from .models import ClassifierView, path_sha256
 
-__all__ = ["TextDataset", "TextModel", "load_text_dataset", "load_text_model"]
+__all__ = ["TextDataset", "TextModel", "Texts", "load_text_dataset", "load_text_model"]
 
 
 @dataclass
@@ -66,6 +68,7 @@ class TextModel(ClassifierView):
     warnings: list[str] = field(default_factory=list)
     framework: str = "torch"
     modality: str = "text"
+    ships_to_workers = False  # attention outputs come back empty after unpickling; some tokenizers do not pickle
 
     @property
     def kind(self) -> str:
@@ -131,3 +134,25 @@ def load_text_model(spec, policy, dataset: TextDataset) -> TextModel:
         raise ModelError(f"{where}: the dataset's labels {unknown[:5]} are not classes of the model {classes}",
                          hint="check the target column, or the model's id2label / 'classes'")
     return model
+
+
+class Texts(Modality):
+    """A CSV with a text column (optional ground-truth rationale spans); a local transformers classifier."""
+
+    name = "text"
+
+    def load_dataset(self, spec, policy, *, like=None):
+        return load_text_dataset(spec, policy)
+
+    def load_model(self, spec, policy, dataset):
+        return load_text_model(spec, policy, dataset)
+
+    def inputs(self, dataset):
+        return list(dataset.X)
+
+    def batch(self, dataset, rows) -> Batch:
+        return Batch(X=dataset.X[rows], ids=[dataset.ids[r] for r in rows], y=dataset.y[rows],
+                     rationales=None if dataset.rationales is None else [dataset.rationales[r] for r in rows])
+
+    def decision_input(self, dataset, row: int) -> dict:
+        return {"text": str(dataset.X[row])}

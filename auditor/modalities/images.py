@@ -20,11 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .datasets import LabelledRows, python_label
-from .errors import DataError, ModelError
-from .models import ClassifierView
+from ..datasets import LabelledRows, python_label
+from ..errors import DataError, ModelError
+from ..explainers.base import Batch
+from ..models import ClassifierView
+from .base import Modality
 
-__all__ = ["ImageDataset", "ImageModel", "load_image_dataset", "load_image_model", "read_png", "blurred"]
+__all__ = ["ImageDataset", "ImageModel", "Images", "load_image_dataset", "load_image_model", "png_base64", "read_png"]
 
 
 def read_png(path: Path, *, mode: str = "RGB") -> np.ndarray:
@@ -124,13 +126,6 @@ def load_image_dataset(spec, policy) -> ImageDataset:
                         unused_columns=[c for c in frame.columns if c not in used])
 
 
-def blurred(X: np.ndarray, sigma: float = 5.0) -> np.ndarray:
-    """Each image blurred (Gaussian, per channel): IG's 'blurred' baseline keeps colour, drops structure."""
-    from scipy.ndimage import gaussian_filter
-
-    return np.stack([gaussian_filter(x, sigma=(0, sigma, sigma)) for x in X]).astype(np.float32)
-
-
 @dataclass
 class ImageModel(ClassifierView):
     """An image classifier as every image explainer sees it."""
@@ -150,7 +145,7 @@ class ImageModel(ClassifierView):
         return f"PyTorch image classifier ({name})"
 
     def forward(self, inputs):
-        from .models import plain_torchscript
+        from ..models import plain_torchscript
 
         with plain_torchscript():
             out = self.module(inputs)
@@ -202,7 +197,7 @@ def _load_architecture(spec, policy):
 def load_image_model(spec, policy, dataset: ImageDataset) -> ImageModel:
     import torch
 
-    from .models import file_sha256
+    from ..models import file_sha256
 
     path = policy.resolve(spec.path)
     where = f"model {spec.id!r} ({path.name}) on dataset {dataset.spec.id!r}"
@@ -243,3 +238,38 @@ def load_image_model(spec, policy, dataset: ImageDataset) -> ImageModel:
         raise ModelError(f"{where}: the model returns {probe.shape[1]} outputs for {len(classes)} classes",
                          hint="list one label per model output under classes")
     return model
+
+
+def png_base64(pixels: np.ndarray) -> str:
+    """An image (H x W or H x W x 3, uint8) as base64 PNG text, for the evidence."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", optimize=False)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+class Images(Modality):
+    """PNG images listed in a CSV, optional ground-truth masks; PyTorch classifiers."""
+
+    name = "image"
+
+    def load_dataset(self, spec, policy, *, like=None):
+        return load_image_dataset(spec, policy)
+
+    def load_model(self, spec, policy, dataset):
+        return load_image_model(spec, policy, dataset)
+
+    def batch(self, dataset, rows) -> Batch:
+        return Batch(X=dataset.X[rows], ids=[dataset.ids[r] for r in rows], y=dataset.y[rows],
+                     masks=None if dataset.masks is None else dataset.masks[rows])
+
+    def decision_input(self, dataset, row: int) -> dict:
+        out = {"image_png": png_base64((dataset.X[row].transpose(1, 2, 0) * 255).round().astype(np.uint8)),
+               "image_file": str(dataset.files[row].relative_to(dataset.file.parent))}
+        if dataset.masks is not None:
+            out["mask_png"] = png_base64(dataset.masks[row].astype(np.uint8) * 255)
+        return out

@@ -1,0 +1,208 @@
+"""What the templates lay out, and where in the evidence each figure is.
+
+For every subject and decision the view gives the evidence paths of its figures, the families whose
+partials lay out its explanations, the order in which features are shown and which decisions get a
+detailed section. It computes no figure: templates print figures by path through ``fig``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from ..evidence import Evidence
+from ..explainers import EXPLAINERS
+from ..paths import path
+from . import charts
+
+__all__ = ["build_view"]
+
+AUDIENCE = {"medical": "Clinical reviewers", "finance": "Model risk management"}
+CASE_WORD = {"medical": "Case", "finance": "Decision"}
+REGISTER_LIMIT = 2000
+"""Rows of the decision register per model; beyond it the report points to evidence.json."""
+
+
+def _anchor(*parts: Any) -> str:
+    return "-".join("".join(ch if ch.isalnum() else "_" for ch in str(p)) for p in parts)
+
+
+def build_view(evidence: Evidence, *, generated_at: datetime | None = None) -> dict[str, Any]:
+    """Everything the templates lay out: evidence objects for names and texts, paths for figures."""
+    audit = evidence.audit
+    generated_at = generated_at or datetime.now(timezone.utc)
+    charts.reset_ids()
+    report = evidence.policy["report"]
+    subjects = [_subject(evidence, i, report) for i in range(len(evidence.subjects))]
+    return {
+        "audit": audit,
+        "audience_label": AUDIENCE[audit["audience"]],
+        "case_word": CASE_WORD[audit["audience"]],
+        "generated": generated_at.strftime("%d %B %Y, %H:%M UTC"),
+        "generated_date": generated_at.strftime("%d %B %Y"),
+        "subjects": subjects,
+        "findings": _findings(evidence),
+        "methods": _appendix(evidence),
+        "top_features": report["top_features"],
+        "warnings": evidence.warnings,
+    }
+
+
+def _class_names(model) -> dict[str, str]:
+    return {str(c): n for c, n in zip(model.classes, model.class_names)}
+
+
+def _subject(evidence: Evidence, si: int, report: dict) -> dict[str, Any]:
+    s = evidence.subjects[si]
+    at = f"subjects[{si}]"
+    names = _class_names(s.model)
+    anchor = _anchor("subject", s.model.id, s.dataset.id)
+    local, global_ = [], []
+    for mi, m in enumerate(s.methods):
+        family = EXPLAINERS.get(m.type)
+        view = {"name": m.name, "title": m.title, "type": m.type, "at": f"{at}.methods[{mi}]",
+                "partial": family.partial if family else "partials/methods/default.html.j2",
+                "attribution": bool(family and family.attribution_field), "family": family}
+        if family and family.attribution_field:
+            view["field"] = family.attribution_field
+            view["annotation"] = family.annotation
+        if m.scope == "local":
+            local.append(view)
+        else:
+            global_.append(view | {"result": path(at, "global_explanations", m.name)})
+    flags: dict[str, set[str]] = {}  # decision id -> explanation names a warning names it under
+    for o in s.observations:
+        if o.level == "warn" and o.method:
+            for i in o.decisions:
+                flags.setdefault(str(i), set()).add(o.method)
+    labels = {f.name: f.display_name for f in s.dataset.features}
+    units = {f.name: f.unit for f in s.dataset.features}
+    kinds = {f.name: f.type for f in s.dataset.features}
+    decisions = [_decision(s, at, di, anchor, local, labels, kinds, flags, report["top_features"])
+                 for di in range(len(s.decisions))]
+    view = {
+        "at": at,
+        "anchor": anchor,
+        "model": s.model,
+        "dataset": s.dataset,
+        "background": s.background,
+        "positive": names.get(str(s.model.positive_class), str(s.model.positive_class)),
+        "binary": len(s.model.classes) == 2,
+        "class_name": lambda label: names.get(str(label), str(label)),
+        "class_counts": [(names.get(k, k), path(at, "dataset", "class_counts", k)) for k in s.dataset.class_counts],
+        "labels": labels,
+        "units": units,
+        "local": local,
+        "global": global_,
+        "observations": [{"level": o.level, "at": f"{at}.observations[{oi}].message"}
+                         for oi, o in enumerate(s.observations)],
+        "adverse": [d for d in decisions if d["adverse"]],
+        "decisions_total": len(decisions),
+        "register": None,
+        "decisions": decisions,
+    }
+    limit = report.get("max_decisions")
+    if limit is not None and len(decisions) > limit:
+        # Misclassified and adverse decisions are the ones a reviewer must see first.
+        ranked = sorted(decisions, key=lambda d: (d["correct"], not d["adverse"]))
+        keep = {d["at"] for d in ranked[:limit]}
+        for d in decisions:
+            d["detailed"] = d["at"] in keep
+        view["register"] = {"rows": decisions[:REGISTER_LIMIT], "omitted": max(0, len(decisions) - REGISTER_LIMIT),
+                            "top_method": next((d["attributing"][0]["title"] for d in decisions if d["attributing"]),
+                                               None)}
+        view["decisions"] = [d for d in decisions if d["detailed"]]
+    return view
+
+
+def _decision(s, at: str, di: int, subject_anchor: str, local: list[dict], labels: dict, kinds: dict,
+              flags: dict, top_n: int) -> dict[str, Any]:
+    d = s.decisions[di]
+    dat = f"{at}.decisions[{di}]"
+    names = _class_names(s.model)
+    attributing = [m for m in local if m["attribution"] and m["name"] in d.explanations
+                   and m["family"].attributions(d.explanations[m["name"]]) is not None]
+    rows, top = [], ""
+    if attributing:
+        # Features any attribution method ranks in its top_n, in the order the methods rank them.
+        order: list[str] = []
+        for m in attributing:
+            values = getattr(d.explanations[m["name"]], m["field"])
+            ranked = sorted(values, key=lambda f: -abs(values[f]))
+            if not top:
+                top = ", ".join(f"{labels.get(f, f)} {'+' if values[f] > 0 else '−'}" for f in ranked[:3])
+            order += [f for f in ranked[:top_n] if f not in order]
+        for f in order:
+            cells = []
+            for m in attributing:
+                values = getattr(d.explanations[m["name"]], m["field"])
+                v = values.get(f)
+                cells.append({"at": None if v is None else path(dat, "explanations", m["name"], m["field"], f),
+                              "sign": "" if not v else ("pos" if v > 0 else "neg")})
+            note = None
+            for m in attributing:
+                field = (m.get("annotation") or (None,))[0]
+                if field and kinds.get(f) == "numeric" and f in getattr(d.explanations[m["name"]], field):
+                    note = path(dat, "explanations", m["name"], field, f)
+            rows.append({"feature": labels.get(f, f), "value": path(dat, "values", f), "cells": cells, "note": note})
+    annotated = [m for m in attributing if m.get("annotation")]
+    return {
+        "at": dat,
+        "anchor": _anchor(subject_anchor, "decision", d.id),
+        "id": d.id,
+        "true": names.get(str(d.true_label), str(d.true_label)),
+        "predicted": names.get(str(d.predicted_label), str(d.predicted_label)),
+        "correct": d.correct,
+        "adverse": d.principal_reasons is not None,
+        "detailed": True,
+        "flags": flags.get(str(d.id), set()),
+        "explained": [m for m in local if m["name"] in d.explanations],
+        "attributing": attributing,
+        "others": [m for m in local if m["name"] in d.explanations and m not in attributing],
+        "rows": rows,
+        "note_title": annotated[0]["annotation"][1] if annotated and any(r["note"] for r in rows) else None,
+        "top": top,
+        "image": d.image_png is not None,
+        "text": d.text is not None,
+    }
+
+
+def _findings(evidence: Evidence) -> list[dict[str, Any]]:
+    """Findings, failures first, each linked to the report section holding its evidence."""
+    order = {"fail": 0, "warn": 1, "pass": 2}
+    out = []
+    ranked = sorted(enumerate(evidence.findings), key=lambda x: (order[x[1].status], x[1].id, x[1].model or ""))
+    for i, f in ranked:
+        head = f.metric.split(".")[0]
+        section = ("performance" if head in ("performance", "fairness") else
+                   "global" if _scope(evidence, head) == "global" else "cases")
+        out.append({"at": f"findings[{i}]", "status": f.status, "id": f.id, "model": f.model or "",
+                    "comparator": f.comparator or "", "anchor": section, "evidence": f.evidence})
+    return out
+
+
+def _scope(evidence: Evidence, name: str) -> str | None:
+    """Whether the explanation ``name`` is global or per decision (None: not an explanation)."""
+    for s in evidence.subjects:
+        for m in s.methods:
+            if m.name == name:
+                return m.scope
+    return None
+
+
+def _appendix(evidence: Evidence) -> list[dict[str, Any]]:
+    """Each explanation once: its family's notes, and its settings and derived parameters by path."""
+    seen: dict[str, dict[str, Any]] = {}
+    for si, s in enumerate(evidence.subjects):
+        for mi, m in enumerate(s.methods):
+            if m.name in seen:
+                continue
+            at = f"subjects[{si}].methods[{mi}]"
+            params = [(k, path(at, "spec", k)) for k, v in m.spec.items()
+                      if k not in ("type", "id", "models") and v not in (None, [], {})]
+            params += [(k, path(at, "parameters", k)) for k, v in m.parameters.items()
+                       if v is not None and not isinstance(v, (dict, list))]
+            family = EXPLAINERS.get(m.type)
+            seen[m.name] = {"name": m.name, "title": m.title, "type": m.type, "params": params,
+                            "notes": family.notes if family else None}
+    return list(seen.values())

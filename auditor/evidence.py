@@ -183,7 +183,7 @@ def _derived(key: tuple) -> SimpleNamespace:
     families = [cls for _, cls in key]
     local = _union([r for c in families if c.scope == "local" for r in c.Results], "method")
     global_ = _union([r for c in families if c.scope == "global" for r in c.Results], "method")
-    summaries = [c.Summary for c in families if c.Summary is not None]
+    summaries = [t for c in families for t in c.Summaries]
     summary = _union(summaries, "kind") if summaries else Any
     record = create_model("MethodRecord", __base__=MethodRecord, summary=(summary | None, None))
     decision = create_model("Decision", __base__=Decision, explanations=(dict[str, local], ...))

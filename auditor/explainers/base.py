@@ -6,7 +6,7 @@ A family is one class in one module. It owns everything the auditor knows about 
 - ``Results``: the typed result(s) it puts in the evidence, tagged by ``method``;
 - ``title`` and ``notes``: its name in the report and its methods-appendix text (what it computes,
   how to read it, its known limits, the paper);
-- ``Summary``, ``figures`` and :meth:`Explainer.summarize`: its per-subject summary, the quality figures
+- ``Summaries``, ``figures`` and :meth:`Explainer.summarize`: its per-subject summary, the quality figures
   it offers to thresholds (fields of the summary) and the observations it raises, each with the
   threshold that raised it;
 - ``partial``: the template that lays out its results in the report;
@@ -146,9 +146,11 @@ class Explainer:
     notes: ClassVar[Notes]
     Spec: ClassVar[type[ExplainerSpec]]
     Results: ClassVar[tuple[type[BaseModel], ...]]
-    Summary: ClassVar[type[MethodSummary] | None] = None
+    Summaries: ClassVar[tuple[type[MethodSummary], ...]] = ()
+    """The summary type(s) :meth:`summarize` returns (one per kind of result, e.g. tabular and image)."""
     figures: ClassVar[dict[str, str]] = {}
-    """Quality figures a threshold can name (``<explanation>.<figure>``): fields of ``Summary``, with what each is."""
+    """Quality figures a threshold can name (``<explanation>.<figure>``): fields of a summary, with what each is.
+    A figure a subject's summary does not have (an image figure of a tabular model) cannot be measured there."""
     partial: ClassVar[str] = "partials/methods/default.html.j2"
     attribution_field: ClassVar[str | None] = None
     """Per-decision results' field holding per-feature attributions (feature -> signed value towards the

@@ -134,7 +134,7 @@ class Counterfactuals(Explainer):
     )
     Spec = CounterfactualsSpec
     Results = (CounterfactualsResult,)
-    Summary = CounterfactualsSummary
+    Summaries = (CounterfactualsSummary,)
     figures = {
         "validity": "mean share of asked counterfactuals that are valid",
         "min_validity": "lowest validity of any decision",

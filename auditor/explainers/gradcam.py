@@ -43,7 +43,7 @@ class GradCam(Explainer):
     )
     Spec = GradCamSpec
     Results = (ImageMapResult,)
-    Summary = MapSummary
+    Summaries = (MapSummary,)
     figures = MAP_FIGURES
     partial = "partials/methods/gradcam.html.j2"
 

@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field
 
 from ..numbers import listed, pct
 from .base import Batch, Explainer, MethodSummary, Notes, Observation, Progress, attribution_targets
-from .image_maps import ImageMapResult, MapSpec, TargetMap, compact, resolve_targets, score_map, summarize_maps
+from .image_maps import (ImageMapResult, MapSpec, MapSummary, TargetMap, compact, resolve_targets, score_map,
+                         summarize_maps)
 
 __all__ = ["IntegratedGradients", "IntegratedGradientsResult", "IntegratedGradientsSpec", "IntegratedGradientsSummary"]
 
@@ -85,7 +86,7 @@ class IntegratedGradients(Explainer):
     )
     Spec = IntegratedGradientsSpec
     Results = (IntegratedGradientsResult, ImageMapResult)
-    Summary = IntegratedGradientsSummary
+    Summaries = (IntegratedGradientsSummary, MapSummary)
     figures = {
         "max_delta": "largest |convergence delta| over decisions",
         "pointing_game": "images: share of ground-truth images where the map's maximum is inside the mask",

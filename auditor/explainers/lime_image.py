@@ -54,7 +54,7 @@ class LimeImage(Explainer):
     )
     Spec = LimeImageSpec
     Results = (ImageMapResult,)
-    Summary = MapSummary
+    Summaries = (MapSummary,)
     figures = MAP_FIGURES
     partial = "partials/methods/lime_image.html.j2"
 

@@ -115,7 +115,7 @@ class Lime(Explainer):
     )
     Spec = LimeSpec
     Results = (LimeResult,)
-    Summary = LimeSummary
+    Summaries = (LimeSummary,)
     figures = {
         "median_score": "median local-fit R²",
         "min_score": "lowest local-fit R²",

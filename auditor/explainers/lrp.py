@@ -50,7 +50,7 @@ class Lrp(Explainer):
     )
     Spec = LrpSpec
     Results = (ImageMapResult,)
-    Summary = MapSummary
+    Summaries = (MapSummary,)
     figures = MAP_FIGURES
     partial = "partials/methods/lrp.html.j2"
 

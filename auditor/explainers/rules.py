@@ -111,7 +111,7 @@ class Rules(Explainer):
     )
     Spec = RulesSpec
     Results = (RulesResult,)
-    Summary = RulesSummary
+    Summaries = (RulesSummary,)
     figures = {"fidelity": "agreement of the rules with the model on held-out rows"}
     partial = "partials/methods/rules.html.j2"
 

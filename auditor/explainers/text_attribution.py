@@ -103,7 +103,7 @@ class LayerIntegratedGradients(Explainer):
     )
     Spec = LayerIGSpec
     Results = (TokenAttributionResult,)
-    Summary = TokenSummary
+    Summaries = (TokenSummary,)
     figures = {"max_delta": "largest |convergence delta| over decisions", **TOKEN_FIGURES}
     partial = "partials/methods/layer_integrated_gradients.html.j2"
 
@@ -184,7 +184,7 @@ class LimeText(Explainer):
     )
     Spec = LimeTextSpec
     Results = (TokenAttributionResult,)
-    Summary = TokenSummary
+    Summaries = (TokenSummary,)
     figures = TOKEN_FIGURES
     partial = "partials/methods/lime_text.html.j2"
 

@@ -13,6 +13,7 @@ from auditor.audit import prepare, run_audit
 from auditor.plan import plan_run
 from auditor.errors import DataError, PolicyError
 from auditor.evidence import evidence_json_schema, evidence_model, read_evidence
+from auditor.explainers import EXPLAINERS
 from auditor.policy import load_policy
 
 from conftest import FEATURES, SAMPLE_POLICY, line_of
@@ -98,8 +99,9 @@ def test_decision_probabilities_match_the_model(sample_audit):
 def test_every_local_explanation_has_its_quality_figure(sample_audit):
     subjects = {s.model.id: s for s in sample_audit["evidence"].subjects}
     # integrated gradients only on the PyTorch model, and the skip is recorded for the other
-    assert [m.name for m in subjects["mlp"].methods] == ["integrated_gradients", "lime", "permutation_importance"]
-    assert [m.name for m in subjects["gbm"].methods] == ["lime", "permutation_importance"]
+    assert [m.name for m in subjects["mlp"].methods] == ["integrated_gradients", "lime", "shapley",
+                                                         "permutation_importance"]
+    assert [m.name for m in subjects["gbm"].methods] == ["lime", "shapley", "permutation_importance"]
     assert [s.name for s in subjects["gbm"].skipped] == ["integrated_gradients"]
     for subject in subjects.values():
         for decision in subject.decisions:
@@ -114,10 +116,20 @@ def test_every_local_explanation_has_its_quality_figure(sample_audit):
         assert np.isfinite(ig.convergence_delta) and abs(ig.convergence_delta) < 0.05
         total = sum(ig.attributions.values())
         assert total == pytest.approx(ig.output - ig.baseline_output + ig.convergence_delta, abs=1e-5)
-        assert decision.agreement is not None and decision.agreement.methods == ["integrated_gradients", "lime"]
+        assert decision.agreement is not None
+        assert decision.agreement.methods == ["integrated_gradients", "lime", "shapley"]
     for decision in subjects["gbm"].decisions:
         assert "integrated_gradients" not in decision.explanations
-        assert decision.agreement is None  # one local method only
+        assert decision.agreement.methods == ["lime", "shapley"]  # the attribution methods that ran
+    for subject in subjects.values():  # every method's quality figures are in its summary
+        for m in subject.methods:
+            family = EXPLAINERS[m.type]
+            for figure in family.figures:  # every figure is a field of one of the family's summaries
+                assert any(figure in t.model_fields for t in family.Summaries), (m.name, figure)
+            assert type(m.summary) in family.Summaries or (m.summary is None and not family.Summaries)
+        shapley = next(m for m in subject.methods if m.name == "shapley").summary
+        assert shapley.background_rows == 100 and shapley.reference_rows == 398
+        assert shapley.max_efficiency_gap == max(d.explanations["shapley"].efficiency_gap for d in subject.decisions)
 
 
 def test_permutation_importance_for_each_subject(sample_audit):

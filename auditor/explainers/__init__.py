@@ -16,6 +16,7 @@ from .lime_tabular import Lime
 from .lrp import Lrp
 from .permutation import PermutationImportance
 from .rules import Rules
+from .shapley import Shapley
 from .text_attribution import LayerIntegratedGradients, LimeText
 
 __all__ = ["EXPLAINERS", "Batch", "Explainer", "ExplainerSpec", "MethodSummary", "Notes", "Observation",
@@ -24,6 +25,7 @@ __all__ = ["EXPLAINERS", "Batch", "Explainer", "ExplainerSpec", "MethodSummary",
 EXPLAINERS: dict[str, type[Explainer]] = {
     "integrated_gradients": IntegratedGradients,
     "lime": Lime,
+    "shapley": Shapley,
     "permutation_importance": PermutationImportance,
     "rules": Rules,
     "counterfactuals": Counterfactuals,

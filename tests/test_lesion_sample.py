@@ -133,3 +133,25 @@ def test_lrp_runs_on_untrained_cnn_and_conserves_relevance(cnn):
         warnings.simplefilter("ignore", UserWarning)
         expected = LRP(Rest().eval()).attribute(z, target=1)
     assert torch.allclose(attr, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_sample_audit_report_traces_every_figure():
+    """The lesion sample policy itself (its trained CNN, 2 decisions): every figure of its HTML is the
+    evidence field its path names. The other samples are rendered from stored evidence in test_render.py."""
+    import json
+
+    from auditor.audit import prepare, run_audit
+    from auditor.plan import plan_run
+    from auditor.policy import load_policy
+    from auditor.report import render_html
+
+    from evidence_trace import trace
+
+    if not (LESION / "models" / ".built").is_file():
+        pytest.fail("sample models missing: run make samples")
+    policy = load_policy(LESION.parents[1] / "policies" / "lesion_imaging_medical.yaml")
+    evidence = run_audit(plan_run(policy, sample_size=2), prepare(policy))
+    checked, problems = trace(render_html(evidence), json.loads(evidence.to_json()))
+    assert not problems, "\n".join(problems[:20])
+    assert checked > 50

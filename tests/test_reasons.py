@@ -7,6 +7,7 @@ bad principal_reasons configuration through the CLI, and an end-to-end run of th
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
@@ -347,6 +348,12 @@ def test_credit_sample_audit_end_to_end(tmp_path):
     assert n_cfs > 0
     assert any(d.principal_reasons for s in evidence.subjects for d in s.decisions), "no adverse decision sampled"
 
+    from evidence_trace import trace
+
+    checked, problems = trace((out / "report.html").read_text(encoding="utf-8"),
+                              json.loads((out / "evidence.json").read_text(encoding="utf-8")))
+    assert not problems, "\n".join(problems[:20])  # every figure of the sample's HTML is its evidence field
+    assert checked > 1000
     pdf = out / "report.pdf"
     assert pdf.is_file() and pdf.read_bytes().startswith(b"%PDF-")
     if shutil.which("pdftotext") is None:

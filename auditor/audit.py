@@ -151,9 +151,11 @@ def _audit_subject(plan: RunPlan, prep: Prepared, progress: ProgressFactory | No
         results = local[m.name] if m.scope == "local" else global_results[m.name]
         m.summary, raised = explainers[m.name].summarize(m.name, model.id, results, ids, m.parameters)
         observations.extend(raised)
-    reasons, raised = summarize_reasons(model.id, decisions, reason_methods,
-                                        min_overlap=_reasons_overlap(plan.policy))
-    observations.extend(raised)
+    reasons = None
+    if plan.policy.principal_reasons is not None:
+        reasons, raised = summarize_reasons(model.id, decisions, reason_methods,
+                                            min_overlap=plan.policy.principal_reasons.min_overlap)
+        observations.extend(raised)
     agreement, raised = summarize_agreement(model.id, decisions, min_shared=plan.policy.agreement.min_shared)
     observations.extend(raised)
     observations.extend(_sample_observations(model.id, decisions, sample.note, skipped))
@@ -175,10 +177,6 @@ def _audit_subject(plan: RunPlan, prep: Prepared, progress: ProgressFactory | No
         observations=observations,
         decisions=decisions,
     )
-
-
-def _reasons_overlap(policy: Policy) -> float:
-    return policy.principal_reasons.min_overlap if policy.principal_reasons is not None else 0.5
 
 
 def _run_explainers(plan: RunPlan, prep: Prepared, batch: Batch, progress: ProgressFactory | None,

@@ -122,6 +122,7 @@ class DaskExecutor(Executor):
                                              dashboard_address=None)
                 self.client = Client(self._cluster)
             else:
+                _refuses(address)
                 self.client = Client(address, timeout="10s")
         except OSError as exc:
             self.close()
@@ -179,6 +180,19 @@ class DaskExecutor(Executor):
         with contextlib.suppress(Exception):
             if self._cluster is not None:
                 self._cluster.close()
+
+
+def _refuses(address: str) -> None:
+    """Raise OSError at once when nothing listens at the scheduler's host and port: the Dask client would
+    retry a refused connection until its timeout before saying so."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address)
+    if parts.scheme not in ("tcp", "tls") or not parts.hostname or not parts.port:
+        return  # another transport (inproc, ucx...): let the client judge
+    with socket.create_connection((parts.hostname, parts.port), timeout=5):
+        pass
 
 
 def _torch_threads() -> int | None:

@@ -107,4 +107,4 @@ def test_bad_executor_is_a_user_error(loans, tmp_path, value, message):
     assert message in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
-    assert time.perf_counter() - started < 60
+    assert time.perf_counter() - started < 20  # a refused connection is reported at once, not after a timeout

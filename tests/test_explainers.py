@@ -320,3 +320,16 @@ def test_explainer_classes():
     assert IntegratedGradients.requires == "torch" and IntegratedGradients.scope == "local"
     assert Lime.requires == "any" and Lime.scope == "local"
     assert EXPLAINERS["permutation_importance"].scope == "global"
+
+
+@pytest.mark.parametrize("scoring", ["roc_auc", "accuracy", "neg_log_loss"])
+def test_batched_permutation_importance_is_scikit_learns(tiny, loans, scoring):
+    """The batched engine draws scikit-learn's shuffles and scores every repeat of a feature in one call: the
+    importances are sklearn.inspection.permutation_importance's, to the last bit."""
+    for prep in (tiny["logreg"], tiny["mlp"], loans.prepared["pipe"]):
+        batch = batch_of(prep, range(prep.dataset.n_rows))
+        results = {engine: make("permutation_importance", n_repeats=3, scoring=scoring, engine=engine).explain(
+            prep.model, batch, background=prep.background.X, seed=5) for engine in ("batched", "reference")}
+        (batched, p1), (reference, p2) = results["batched"], results["reference"]
+        assert batched.importances == reference.importances and batched.baseline_score == reference.baseline_score
+        assert (p1["engine"], p2["engine"]) == ("batched", "reference")

@@ -22,6 +22,12 @@ class PermutationImportanceSpec(ExplainerSpec):
     n_repeats: int = Field(default=10, ge=1, le=1000)
     scoring: Literal["roc_auc", "accuracy", "balanced_accuracy", "neg_log_loss"] = "roc_auc"
     max_rows: int = Field(default=5000, ge=10, description="Rows used (a seeded subsample beyond this).")
+    engine: Literal["batched", "reference"] = Field(
+        default="batched",
+        description="batched: scikit-learn's shuffles, every repeat of a feature scored in one model call (the same "
+        "importances, tested against scikit-learn); reference: sklearn.inspection.permutation_importance, one call "
+        "per shuffle.",
+    )
 
 
 class FeatureImportance(BaseModel):
@@ -48,9 +54,12 @@ class _Scored:
 
 
 def _score(scoring: str, model, X: np.ndarray, y_index: np.ndarray) -> float:
+    return _metric(scoring, model, model.predict_proba(X), y_index)
+
+
+def _metric(scoring: str, model, proba: np.ndarray, y_index: np.ndarray) -> float:
     from sklearn import metrics
 
-    proba = model.predict_proba(X)
     if scoring == "accuracy":
         return float(metrics.accuracy_score(y_index, proba.argmax(axis=1)))
     if scoring == "balanced_accuracy":
@@ -95,19 +104,53 @@ class PermutationImportance(Explainer):
         if len(X) > self.spec.max_rows:
             keep = np.sort(np.random.default_rng(seed).choice(len(X), self.spec.max_rows, replace=False))
             X, y_index = X[keep], y_index[keep]
-        scorer = lambda est, X_, y_: _score(self.spec.scoring, est.model, X_, y_)  # noqa: E731
-        out = permutation_importance(
-            _Scored(model), X, y_index, scoring=scorer, n_repeats=self.spec.n_repeats, random_state=seed, n_jobs=1
-        )
+        if self.spec.engine == "batched":
+            means, stds = _batched(self.spec.scoring, model, X, y_index, self.spec.n_repeats, seed)
+        else:
+            scorer = lambda est, X_, y_: _score(self.spec.scoring, est.model, X_, y_)  # noqa: E731
+            out = permutation_importance(
+                _Scored(model), X, y_index, scoring=scorer, n_repeats=self.spec.n_repeats, random_state=seed, n_jobs=1
+            )
+            means, stds = out.importances_mean, out.importances_std
         result = PermutationImportanceResult(
             scoring=self.spec.scoring,
             baseline_score=_score(self.spec.scoring, model, X, y_index),
             rows_used=len(X),
             importances={
                 name: FeatureImportance(mean=float(m), std=float(s))
-                for name, m, s in zip(model.space.names, out.importances_mean, out.importances_std)
+                for name, m, s in zip(model.space.names, means, stds)
             },
         )
         if progress:
             progress(1)
-        return result, {}
+        return result, {"engine": self.spec.engine}
+
+
+def _batched(scoring: str, model, X: np.ndarray, y_index: np.ndarray, n_repeats: int, seed: int):
+    """scikit-learn's permutation_importance, with every repeat of one feature scored in one model call.
+
+    The shuffles are scikit-learn's own: one seed drawn from RandomState(seed), then for each feature a fresh
+    RandomState of that seed shuffling a row index ``n_repeats`` times, each shuffle applied to the column as
+    it already stands. The scores are the same metric functions on the same probabilities (a row's score does
+    not depend on the rows scored with it), computed without scikit-learn's per-call argument validation: the
+    importances equal scikit-learn's (tests/test_explainers.py).
+    """
+    from sklearn import config_context
+
+    random_seed = np.random.RandomState(seed).randint(np.iinfo(np.int32).max + 1)
+    n = len(X)
+    with config_context(skip_parameter_validation=True):
+        baseline = _metric(scoring, model, model.predict_proba(X), y_index)
+        importances = np.empty((X.shape[1], n_repeats))
+        for col in range(X.shape[1]):
+            rng = np.random.RandomState(random_seed)
+            permuted, order = X.copy(), np.arange(n)
+            blocks = []
+            for _ in range(n_repeats):
+                rng.shuffle(order)
+                permuted[:, col] = permuted[order, col]
+                blocks.append(permuted.copy())
+            proba = model.predict_proba(np.concatenate(blocks))
+            importances[col] = [baseline - _metric(scoring, model, proba[r * n:(r + 1) * n], y_index)
+                                for r in range(n_repeats)]
+    return importances.mean(axis=1), importances.std(axis=1)

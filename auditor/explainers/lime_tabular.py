@@ -182,6 +182,9 @@ class Lime(Explainer):
         batched = self.spec.engine == "batched" and (num_features >= len(space.features) or num_features > 6)
         if batched:
             first = _batched(explainer, model, batch, targets, num_features, seed, self.spec.num_samples)
+            # repeats: the same engine with the repeat's seeds (each decision's seed + r, as run(r) reseeds)
+            again = [_batched(explainer, model, batch, targets, num_features, seed + r, self.spec.num_samples)
+                     for r in range(1, self.spec.repeats)]
         results = []
         for k, row in enumerate(decisions):
             t = int(targets[k])
@@ -195,7 +198,8 @@ class Lime(Explainer):
             exp = first[k] if batched else run(0)
             stability = unstable = None
             if self.spec.repeats > 1:
-                tops = [_top(exp, t)] + [_top(run(r), t) for r in range(1, self.spec.repeats)]
+                tops = [_top(exp, t)] + [_top(again[r - 1][k] if batched else run(r), t)
+                                         for r in range(1, self.spec.repeats)]
                 pairs = [(a, b) for i, a in enumerate(tops) for b in tops[i + 1:]]
                 stability = float(np.mean([len(a & b) / len(a | b) for a, b in pairs]))
                 common = set.intersection(*tops)

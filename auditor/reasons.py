@@ -60,14 +60,13 @@ def used_features(model, X: np.ndarray, seed: int, max_rows: int = 1000) -> list
     """Features whose values change the model's output: shuffling one changes some probability."""
     rng = np.random.default_rng(seed)
     rows = X if len(X) <= max_rows else X[rng.choice(len(X), max_rows, replace=False)]
+    names = model.space.names
+    shuffled = np.repeat(rows[None, :, :], len(names), axis=0)  # one copy per feature, scored in one call
+    for i in range(len(names)):
+        shuffled[i, :, i] = rng.permutation(shuffled[i, :, i])
+    proba = model.predict_proba(shuffled.reshape(-1, rows.shape[1])).reshape(len(names), len(rows), -1)
     base = model.predict_proba(rows)
-    used = []
-    for i, name in enumerate(model.space.names):
-        shuffled = rows.copy()
-        shuffled[:, i] = rng.permutation(shuffled[:, i])
-        if np.any(np.abs(model.predict_proba(shuffled) - base) > 1e-9):
-            used.append(name)
-    return used
+    return [name for i, name in enumerate(names) if np.any(np.abs(proba[i] - base) > 1e-9)]
 
 
 def derive_reasons(explanations: dict, families: dict, *, adverse, methods: list[str], used: list[str],

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, Field, create_model
 
 from .agreement import Agreement, AgreementSummary
-from .explainers import EXPLAINERS, Observation, registry_key
+from .explainers import Observation, registry_key
 from .findings import Finding
 from .performance import GroupStats, Performance
 from .reasons import PrincipalReasons, ReasonsSummary

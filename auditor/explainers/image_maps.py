@@ -129,7 +129,7 @@ class MapSummary(MethodSummary):
 
 
 def summarize_maps(name: str, model_id: str, title: str, results: list[ImageMapResult], decision_ids: list,
-                   warn_pointing: float = 0.5) -> tuple[MapSummary, list[Observation]]:
+                   warn_pointing: float) -> tuple[MapSummary, list[Observation]]:
     """The summary shared by every image method: pointing game and mass in mask, numerical gaps."""
     scored = [m for r in results for m in r.maps if m.pointing_hit is not None]
     hits = sum(bool(m.pointing_hit) for m in scored)

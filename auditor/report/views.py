@@ -39,7 +39,6 @@ def build_view(evidence: Evidence, *, generated_at: datetime | None = None) -> d
         "audience_label": AUDIENCE[audit["audience"]],
         "case_word": CASE_WORD[audit["audience"]],
         "generated": generated_at.strftime("%d %B %Y, %H:%M UTC"),
-        "generated_date": generated_at.strftime("%d %B %Y"),
         "subjects": subjects,
         "findings": _findings(evidence),
         "methods": _appendix(evidence),
@@ -78,7 +77,7 @@ def _subject(evidence: Evidence, si: int, report: dict) -> dict[str, Any]:
     labels = {f.name: f.display_name for f in s.dataset.features}
     units = {f.name: f.unit for f in s.dataset.features}
     kinds = {f.name: f.type for f in s.dataset.features}
-    decisions = [_decision(s, at, di, anchor, local, labels, kinds, flags, report["top_features"])
+    decisions = [_decision(s, at, di, anchor, local, names, labels, kinds, flags, report["top_features"])
                  for di in range(len(s.decisions))]
     view = {
         "at": at,
@@ -97,7 +96,6 @@ def _subject(evidence: Evidence, si: int, report: dict) -> dict[str, Any]:
         "observations": [{"level": o.level, "at": f"{at}.observations[{oi}].message"}
                          for oi, o in enumerate(s.observations)],
         "adverse": [d for d in decisions if d["adverse"]],
-        "decisions_total": len(decisions),
         "register": None,
         "decisions": decisions,
     }
@@ -115,11 +113,10 @@ def _subject(evidence: Evidence, si: int, report: dict) -> dict[str, Any]:
     return view
 
 
-def _decision(s, at: str, di: int, subject_anchor: str, local: list[dict], labels: dict, kinds: dict,
+def _decision(s, at: str, di: int, subject_anchor: str, local: list[dict], names: dict, labels: dict, kinds: dict,
               flags: dict, top_n: int) -> dict[str, Any]:
     d = s.decisions[di]
     dat = f"{at}.decisions[{di}]"
-    names = _class_names(s.model)
     attributing = [m for m in local if m["attribution"] and m["name"] in d.explanations
                    and m["family"].attributions(d.explanations[m["name"]]) is not None]
     rows, top = [], ""

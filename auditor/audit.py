@@ -231,6 +231,7 @@ def _decisions(plan: RunPlan, prep: Prepared, rows, proba, local: dict, families
                 f"none of the explanations they derive from ({', '.join(reasons_spec.methods or ['per-decision'])}) "
                 f"ran for {model.id!r}: no principal reasons can be given for its adverse decisions.")))
     agreement = policy.agreement
+    record = evidence_types().Decision
     decisions = []
     for k, r in enumerate(rows):
         explanations = {name: results[k] for name, results in local.items()}
@@ -241,7 +242,7 @@ def _decisions(plan: RunPlan, prep: Prepared, rows, proba, local: dict, families
                                      names=names, labels=labels, texts=reasons_spec.texts,
                                      max_reasons=reasons_spec.max_reasons, min_overlap=reasons_spec.min_overlap)
         fields = {"values": {}} | modality.decision_input(data, int(r))
-        decisions.append(evidence_types().Decision(
+        decisions.append(record(
             id=data.ids[r],
             row=int(r),
             **fields,

@@ -3,6 +3,10 @@
 Inside the auditor every dataset is a float64 matrix in *feature space*: numeric features as they
 are, categorical features as integer codes into their category list. :class:`FeatureSpace` converts
 between that matrix and the original values; model adapters turn it into what each model expects.
+
+A missing value (NaN, an empty cell, None) is NaN in feature space, for numeric and categorical features
+alike, and NaN (``np.nan``) again when decoded: the model sees its missing values as they are. The
+auditor never imputes; whether a model takes them is probed when it loads (:mod:`auditor.models`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,20 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .policy import DatasetSpec, FeatureSpec, Policy
 
-__all__ = ["Dataset", "FeatureSpace", "LabelledRows", "load_dataset", "python_label"]
+__all__ = ["MISSING", "Dataset", "FeatureSpace", "LabelledRows", "is_missing", "load_dataset", "python_label"]
+
+MISSING = "missing"
+"""How a missing value reads in the evidence's decision values and the report."""
+
+
+def is_missing(value) -> bool:
+    """Whether a cell holds no value: None, NaN (float or numpy), pandas' NA or NaT."""
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # list-like cells
+        return False
 
 _SKLEARN_LOADERS = {
     "sklearn:breast_cancer": "load_breast_cancer",
@@ -62,13 +79,16 @@ class FeatureSpace:
         return [i for i, f in enumerate(self.features) if f.type == "categorical"]
 
     def decode(self, X: np.ndarray) -> pd.DataFrame:
-        """Feature-space matrix -> DataFrame of original values (categories by name)."""
+        """Feature-space matrix -> DataFrame of original values (categories by name, missing as NaN)."""
         X = np.asarray(X, dtype=np.float64)
         columns = {}
         for i, f in enumerate(self.features):
             if f.type == "categorical":
-                cats = np.asarray(self.categories[i], dtype=object)
-                codes = np.clip(np.rint(X[:, i]).astype(np.int64), 0, len(cats) - 1)
+                cats = np.asarray(list(self.categories[i]) + [np.nan], dtype=object)
+                column = X[:, i]
+                gone = np.isnan(column)
+                codes = np.clip(np.rint(np.where(gone, 0, column)).astype(np.int64), 0, len(cats) - 2)
+                codes[gone] = len(cats) - 1
                 columns[f.name] = cats[codes]
             else:
                 columns[f.name] = X[:, i]
@@ -85,7 +105,7 @@ class FeatureSpace:
             if f.type == "categorical":
                 index = {python_label(c): k for k, c in enumerate(self.categories[i])}
                 try:
-                    X[:, i] = [index[python_label(v)] for v in column]
+                    X[:, i] = [np.nan if is_missing(v) else index[python_label(v)] for v in column]
                 except KeyError as exc:
                     raise DataError(f"feature {f.name!r}: unknown category {exc.args[0]!r}",
                                     hint=f"use one of {list(self.categories[i])}") from None
@@ -96,6 +116,8 @@ class FeatureSpace:
     def display_value(self, i: int, value: float) -> str:
         """One value as a reviewer should read it: category by name, numbers without noise."""
         f = self.features[i]
+        if value is None or np.isnan(value):
+            return MISSING
         if f.type == "categorical":
             return str(self.categories[i][int(round(value))])
         text = f"{value:.4g}" if abs(value) < 1e6 else f"{value:,.0f}"
@@ -207,37 +229,40 @@ def load_dataset(spec: DatasetSpec, policy: Policy, space: FeatureSpace | None =
     categories: list[tuple] = []
     for i, f in enumerate(spec.features):
         col = frame[f.name]
-        if col.isna().any():
-            bad = np.flatnonzero(col.isna().to_numpy())
-            raise DataError(f"{where}: feature {f.name!r} has {len(bad)} missing value(s) (NaN), first at row(s) "
-                            f"{[ids[j] for j in bad[:5]]}", hint="impute or drop these rows before the audit")
+        gone = col.isna().to_numpy() | col.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(dtype=bool)
         if f.type == "numeric":
-            if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
-                bad = np.flatnonzero(pd.to_numeric(col, errors="coerce").isna().to_numpy())
-                j = int(bad[0]) if len(bad) else 0
-                raise DataError(f"{where}: feature {f.name!r} is declared numeric but holds {col.iloc[j]!r} "
-                                f"(row {ids[j]})", hint="declare it 'type: categorical' or clean the column")
-            values = col.to_numpy(dtype=np.float64)
-            if not np.isfinite(values).all():
-                bad = np.flatnonzero(~np.isfinite(values))
+            present = col[~gone]
+            if not pd.api.types.is_numeric_dtype(present) or pd.api.types.is_bool_dtype(present):
+                numbers = pd.to_numeric(present, errors="coerce")
+                bad = np.flatnonzero(numbers.isna().to_numpy())
+                if len(bad) or pd.api.types.is_bool_dtype(present):
+                    j = int(np.flatnonzero(~gone)[bad[0] if len(bad) else 0])
+                    raise DataError(f"{where}: feature {f.name!r} is declared numeric but holds {col.iloc[j]!r} "
+                                    f"(row {ids[j]})", hint="declare it 'type: categorical' or clean the column")
+                present = numbers
+            values = np.full(len(col), np.nan)
+            values[~gone] = present.to_numpy(dtype=np.float64)
+            if np.isinf(values).any():
+                bad = np.flatnonzero(np.isinf(values))
                 raise DataError(f"{where}: feature {f.name!r} has {len(bad)} infinite value(s), first at row(s) "
-                                f"{[ids[j] for j in bad[:5]]}", hint="replace or drop these rows before the audit")
+                                f"{[ids[j] for j in bad[:5]]}", hint="replace or drop these rows before the audit "
+                                "(a missing value may be left empty)")
             X[:, i] = values
             categories.append(())
         else:
-            values = [python_label(v) for v in col.to_numpy()]
+            values = [None if g else python_label(v) for v, g in zip(col.to_numpy(), gone)]
             if space is not None:
                 cats = list(space.categories[i])
             elif f.categories is not None:
                 cats = list(f.categories)
             else:
-                cats = sorted(set(values), key=lambda v: (str(type(v)), v))
+                cats = sorted({v for v in values if v is not None}, key=lambda v: (str(type(v)), v))
             index = {python_label(c): k for k, c in enumerate(cats)}
-            unknown = sorted({v for v in values if v not in index}, key=str)
+            unknown = sorted({v for v in values if v is not None and v not in index}, key=str)
             if unknown:
                 raise DataError(f"{where}: feature {f.name!r} has values not in its declared categories: "
                                 f"{unknown[:5]}", hint=f"add them to categories (now {cats}) or fix the data")
-            X[:, i] = [index[v] for v in values]
+            X[:, i] = [np.nan if v is None else index[v] for v in values]
             categories.append(tuple(cats))
     used = set(wanted)
     return Dataset(

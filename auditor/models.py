@@ -134,6 +134,8 @@ class ModelAdapter(ClassifierView):
     warnings: list[str] = field(default_factory=list)
     input_groups: list[list[int]] = field(default_factory=list)  # torch: input columns per feature
     modality: str = "tabular"
+    missing_features: tuple[str, ...] = ()
+    """Features with missing values in the audited or reference data, which the model was probed to take."""
 
     @property
     def kind(self) -> str:
@@ -189,7 +191,10 @@ class ModelAdapter(ClassifierView):
             for i, f in enumerate(self.space.features):
                 if f.type == "categorical":
                     k = len(self.space.categories[i])
-                    cols.append(np.eye(k)[np.clip(np.rint(X[:, i]).astype(int), 0, k - 1)])
+                    gone = np.isnan(X[:, i])
+                    onehot = np.eye(k)[np.clip(np.rint(np.where(gone, 0, X[:, i])).astype(int), 0, k - 1)]
+                    onehot[gone] = np.nan  # a missing category reaches the network as missing, not as a code
+                    cols.append(onehot)
                 else:
                     cols.append(X[:, i : i + 1])
             X = np.concatenate(cols, axis=1)
@@ -250,8 +255,9 @@ def _load_pickle(path: Path):
         raise ModelError(f"{path}: cannot unpickle model: {exc}") from None
 
 
-def load_model(spec: ModelSpec, policy: Policy, dataset: Dataset) -> ModelAdapter:
-    """Load a model and check that it fits ``dataset``: features, classes and output shape."""
+def load_model(spec: ModelSpec, policy: Policy, dataset: Dataset, background: Dataset | None = None) -> ModelAdapter:
+    """Load a model and check that it fits ``dataset``: features, classes and output shape, and that it takes
+    the missing values of ``dataset`` and its ``background`` (reference data) as they are."""
     path = policy.resolve(spec.path)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found (models[{spec.id}].path)", hint="correct the path")
@@ -314,8 +320,11 @@ def load_model(spec: ModelSpec, policy: Policy, dataset: Dataset) -> ModelAdapte
                          f"not classes of the model {classes}",
                          hint="check the target column, or the model's 'classes' in the policy")
 
+    adapter.missing_features = probe_missing(adapter, [dataset] + ([background] if background is not None else []),
+                                             where)
+    complete = dataset.X[~np.isnan(dataset.X).any(axis=1)]
     try:
-        probe = adapter.predict_proba(dataset.X[:2])
+        probe = adapter.predict_proba((complete if len(complete) else dataset.X)[:2])
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{where}: the model rejected the dataset's features: {first}",
@@ -324,6 +333,50 @@ def load_model(spec: ModelSpec, policy: Policy, dataset: Dataset) -> ModelAdapte
         raise ModelError(f"{where}: the model returned shape {probe.shape}, expected (n, {len(classes)}) for classes "
                          f"{classes}", hint="check 'classes' (one label per model output)")
     return adapter
+
+
+def probe_missing(adapter: ModelAdapter, datasets: list[Dataset], where: str) -> tuple[str, ...]:
+    """The features with missing values in ``datasets``, after checking that the model takes them.
+
+    The probe is one row of the data per such feature, complete except for that feature: a model that
+    raises on it, or returns no probability (NaN), cannot take the feature's missing values, and the error
+    names the feature. The auditor never imputes: an audit explains the model as it runs, imputer included.
+    """
+    space = adapter.space
+    X = np.concatenate([d.X for d in datasets])
+    gone = np.flatnonzero(np.isnan(X).any(axis=0))
+    if not len(gone):
+        return ()
+    filled = np.array([X[~np.isnan(X[:, i]), i][0] if (~np.isnan(X[:, i])).any() else 0.0
+                       for i in range(X.shape[1])])
+    base = np.where(np.isnan(X[0]), filled, X[0])
+    rows = np.repeat(base[None, :], len(gone), axis=0)
+    rows[np.arange(len(gone)), gone] = np.nan
+
+    def refuse(i: int, why: str) -> ModelError:
+        name = space.names[i]
+        counts = ", ".join(f"{int(np.isnan(d.X[:, i]).sum())} in dataset {d.spec.id!r}" for d in datasets
+                           if np.isnan(d.X[:, i]).any())
+        return ModelError(f"{where}: the model cannot take missing values: feature {name!r} has missing values "
+                          f"({counts}), and the model {why}",
+                          hint="put an imputer inside the model's pipeline (e.g. scikit-learn's SimpleImputer before "
+                               "the estimator) and save the pipeline; the auditor does not impute, because the audit "
+                               "must explain the model as it runs")
+
+    try:
+        proba = adapter.predict_proba(rows)
+    except Exception:
+        for k, i in enumerate(gone):  # find the first feature the model refuses
+            try:
+                adapter.predict_proba(rows[k : k + 1])
+            except Exception as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise refuse(int(i), f"rejected a row holding one: {first}") from None
+        raise
+    bad = np.flatnonzero(~np.isfinite(proba).all(axis=1))
+    if len(bad):
+        raise refuse(int(gone[bad[0]]), "returned no probability (NaN) for a row holding one")
+    return tuple(space.names[i] for i in gone)
 
 
 def _input_groups(adapter: ModelAdapter) -> list[list[int]]:

@@ -11,7 +11,8 @@ explanations the policy asked for:
 
 Each family says how its result ranks features (:meth:`~auditor.explainers.base.Explainer.reason_ranking`).
 A feature's combined score is its mean Borda score over the methods (1 for a method's first feature,
-falling linearly to 0 after its tenth). The evidence keeps every method's own top reasons and whether the
+falling linearly to 0 after its tenth). A reason whose value is missing at the decision says so plainly
+("No record of: Months employed", or the policy's ``missing_texts``). The evidence keeps every method's own top reasons and whether the
 methods agree: the mean pairwise overlap of their top reasons is at least the policy's
 ``principal_reasons.min_overlap``.
 """
@@ -35,6 +36,7 @@ class Reason(BaseModel):
     rank: int
     feature: str
     text: str
+    missing: bool = Field(default=False, description="The decision's value of the feature is missing.")
     score: float = Field(description="Mean Borda score over methods (1 = first for every method).")
     method_ranks: dict[str, int | None] = Field(description="The feature's rank in each method (None: not a reason there).")
 
@@ -71,7 +73,8 @@ def used_features(model, X: np.ndarray, seed: int, max_rows: int = 1000) -> list
 
 def derive_reasons(explanations: dict, families: dict, *, adverse, methods: list[str], used: list[str],
                    names: list[str], labels: dict[str, str], texts: dict[str, str], max_reasons: int,
-                   min_overlap: float = 0.5) -> PrincipalReasons:
+                   min_overlap: float = 0.5, missing: frozenset = frozenset(),
+                   missing_texts: dict[str, str] | None = None) -> PrincipalReasons:
     """``families`` maps each explanation name to its family, which ranks the features its result points to."""
     ranked = {m: families[m].reason_ranking(explanations[m], adverse, names) for m in methods if m in explanations}
     rankings = {m: [f for f in r if f in used] for m, r in ranked.items() if r is not None}
@@ -82,7 +85,9 @@ def derive_reasons(explanations: dict, families: dict, *, adverse, methods: list
             scores[f] = scores.get(f, 0.0) + (BORDA_DEPTH - r) / BORDA_DEPTH / max(len(rankings), 1)
     ranked = sorted(scores, key=lambda f: (-scores[f], names.index(f)))[:max_reasons]
     reasons = [
-        Reason(rank=k + 1, feature=f, text=texts.get(f, labels[f]), score=round(scores[f], 12),
+        Reason(rank=k + 1, feature=f, missing=f in missing, score=round(scores[f], 12),
+               text=(missing_texts or {}).get(f, f"No record of: {labels[f]}") if f in missing
+               else texts.get(f, labels[f]),
                method_ranks={m: (rankings[m].index(f) + 1 if f in rankings[m] else None) for m in methods})
         for k, f in enumerate(ranked)
     ]

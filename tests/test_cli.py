@@ -57,7 +57,7 @@ def test_bad_input_exits_2_naming_the_field(case, command, tmp_path, write_polic
         needles = ["models[0]", "feature mismatch", "f3"]
     elif case == "nan_in_data":
         policy = write_policy(tmp_path, datasets__0__path=_broken_data(tmp_path, artifacts).name)
-        needles = ["datasets[0]", "'f2'", "missing value", "impute or drop"]
+        needles = ["models[0]", "'f2'", "cannot take missing values", "imputer inside the model's pipeline"]
     else:
         policy = write_policy(tmp_path, models__0__path=str(artifacts.pickle), models__0__format="pickle")
         needles = ["models[0].format", "trust: pickle"]

@@ -82,13 +82,24 @@ def test_duplicate_id_message_shows_the_plain_id(write_policy, tmp_path):
 # --- checks that refuse bad data -------------------------------------------------------------------------
 
 
-def test_nan_in_a_feature(write_policy, tmp_path):
-    frame = frame_of()
-    frame.loc[[2, 5], "f1"] = np.nan
-    error = data_error(write_policy, tmp_path, frame)
-    assert "'f1'" in error.message
-    assert "2 missing value(s)" in error.message and "[2, 5]" in error.message
-    assert error.hint
+def test_missing_values_load_as_nan_and_decode_as_nan(write_policy, tmp_path):
+    """NaN, empty cells and whitespace are missing in numeric and categorical features alike: NaN in feature
+    space, NaN again for the model, "missing" when shown. Nothing is imputed."""
+    text = "f0,f1,f2,f3,label\n1.5,a,,2,no\n,b,3,1,yes\n2.5,, ,2,no\n0.5,a,1,NaN,yes\n"
+    features = [{"name": "f0"}, {"name": "f1", "type": "categorical"}, {"name": "f2"}, {"name": "f3"}]
+    data = load_frame(write_policy, tmp_path, text, features=features)
+    assert data.space.categories[1] == ("a", "b")  # the missing state is not a category
+    np.testing.assert_array_equal(np.isnan(data.X), [[0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 1]])
+    frame = data.space.decode(data.X)
+    assert frame["f1"].tolist()[:2] == ["a", "b"] and pd.isna(frame["f1"].iloc[2])
+    assert frame["f0"].isna().tolist() == [False, True, False, False]
+    assert data.space.display_value(1, data.X[2, 1]) == "missing"
+    np.testing.assert_array_equal(data.space.encode(frame), data.X)  # round trip, NaN included
+
+
+def test_numeric_feature_with_text_among_missing_values(write_policy, tmp_path):
+    error = data_error(write_policy, tmp_path, "f0,f1,f2,f3,label\n1,,2,3,no\n1,oops,2,3,yes\n")
+    assert "'f1'" in error.message and "'oops'" in error.message and "row 1" in error.message
 
 
 def test_inf_in_a_feature(write_policy, tmp_path):

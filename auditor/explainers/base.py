@@ -142,6 +142,8 @@ class Explainer:
     requires: ClassVar[Literal["any", "torch"]] = "any"
     modalities: ClassVar[frozenset[str]] = frozenset({"tabular"})
     needs_eager: ClassVar[bool] = False  # hooks into layers: TorchScript modules cannot be hooked
+    finite_inputs: ClassVar[bool] = False
+    """Whether the method needs every input value (a gradient path): it is skipped on data with missing values."""
     title: ClassVar[str]
     notes: ClassVar[Notes]
     Spec: ClassVar[type[ExplainerSpec]]
@@ -170,6 +172,13 @@ class Explainer:
             return f"{cls.title} explains {' or '.join(sorted(cls.modalities))} models; {model.id!r} is a {model.modality} model."
         if cls.requires == "torch" and model.framework != "torch":
             return f"{cls.title} needs a PyTorch model (gradients); {model.id!r} is {model.kind}."
+        missing = getattr(model, "missing_features", ())
+        if cls.finite_inputs and missing:
+            return (f"{cls.title} needs every input value, and {', '.join(repr(m) for m in missing[:6])}"
+                    f"{' and others' if len(missing) > 6 else ''} have missing values in the audited or reference "
+                    f"data: there is no straight path from a baseline through a missing value, and the auditor does "
+                    f"not invent one. The model-agnostic methods explain {model.id!r} with its missing values as "
+                    "they are.")
         if cls.needs_eager and not getattr(model, "eager", True):
             return (f"{cls.title} hooks into the model's layers, which a TorchScript file does not allow; "
                     f"give {model.id!r} as format: state_dict with its architecture.")

@@ -68,6 +68,7 @@ class IntegratedGradients(Explainer):
 
     scope = "local"
     requires = "torch"
+    finite_inputs = True
     modalities = frozenset({"tabular", "image"})
     title = "Integrated Gradients"
     notes = Notes(

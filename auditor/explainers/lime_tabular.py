@@ -6,6 +6,12 @@ exponential kernel on their distance to the decision, and fits a weighted ridge 
 coefficients are the explanation. The R² of that local fit (``score``) and the kernel width are
 recorded for every decision: a low score means the linear explanation does not describe the model
 near that decision.
+
+Missing values are a state of the feature, as the model sees them: in the interpretable representation a
+feature's state is its bin (or category) or "missing", and perturbations are missing at the reference data's
+missing rate of the feature, with NaN reaching the model. lime's own sampler draws the other states, from
+the reference data's observed values (see :func:`_observed_fill`). lime itself cannot sample missing values,
+so on such data only the batched engine runs.
 """
 
 from __future__ import annotations
@@ -156,13 +162,32 @@ class Lime(Explainer):
     def kernel_width(self, n_features: int) -> float:
         return self.spec.kernel_width or 0.75 * math.sqrt(n_features)
 
+    @classmethod
+    def check(cls, spec: LimeSpec, model) -> list[tuple[str, str, str]]:
+        missing = getattr(model, "missing_features", ())
+        if not missing:
+            return []
+        named = ", ".join(repr(m) for m in missing[:4]) + (" and others" if len(missing) > 4 else "")
+        problems = []
+        if spec.engine == "reference":
+            problems.append(("engine", f"lime's own explain_instance cannot sample missing values, and {named} have "
+                             "missing values in the data", "use engine: batched (it treats missing as a state)"))
+        if not spec.discretize_continuous:
+            problems.append(("discretize_continuous", f"{named} have missing values, and a continuous (not "
+                             "discretised) LIME representation has no place for a missing state",
+                             "set discretize_continuous: true"))
+        return problems
+
     def explain(self, model, batch, *, background, seed, progress: Progress | None = None):
         from lime.lime_tabular import LimeTabularExplainer
 
         space = model.space
         width = self.kernel_width(len(space.features))
+        rates = np.isnan(background).mean(axis=0)
+        missing = rates if (rates.any() or np.isnan(batch.X).any()) else None
+        filled = None if missing is None else _observed_fill(background)
         explainer = LimeTabularExplainer(
-            background,
+            background if missing is None else filled,
             mode="classification",
             feature_names=space.labels,
             categorical_features=space.categorical_indices,
@@ -174,17 +199,21 @@ class Lime(Explainer):
             training_labels=None,
             random_state=seed,
         )
+        if missing is not None:  # lime samples around a complete row: a missing value stands in as the median
+            explainer._observed_placeholder = np.quantile(filled, 0.5, axis=0, method="inverted_cdf")
         decisions = batch.X
         proba = model.predict_proba(decisions)
         targets = attribution_targets(model, proba)
         num_features = self.spec.num_features or len(space.features)
         # lime chooses features by forward selection for num_features <= 6: only the reference engine does that.
-        batched = self.spec.engine == "batched" and (num_features >= len(space.features) or num_features > 6)
+        # With missing values only the batched engine runs (lime cannot sample them); it selects by weight.
+        batched = missing is not None or (
+            self.spec.engine == "batched" and (num_features >= len(space.features) or num_features > 6))
         if batched:
-            first = _batched(explainer, model, batch, targets, num_features, seed, self.spec.num_samples)
+            first = _batched(explainer, model, batch, targets, num_features, seed, self.spec.num_samples, missing)
             # repeats: the same engine with the repeat's seeds (each decision's seed + r, as run(r) reseeds)
-            again = [_batched(explainer, model, batch, targets, num_features, seed + r, self.spec.num_samples)
-                     for r in range(1, self.spec.repeats)]
+            again = [_batched(explainer, model, batch, targets, num_features, seed + r, self.spec.num_samples,
+                              missing) for r in range(1, self.spec.repeats)]
         results = []
         for k, row in enumerate(decisions):
             t = int(targets[k])
@@ -224,8 +253,11 @@ class Lime(Explainer):
             )
             if progress:
                 progress(1)
-        return results, {"kernel_width": width, "num_features": num_features, "repeats": self.spec.repeats,
-                         "engine": "batched" if batched else "reference"}
+        parameters = {"kernel_width": width, "num_features": num_features, "repeats": self.spec.repeats,
+                      "engine": "batched" if batched else "reference"}
+        if missing is not None:
+            parameters["missing_rates"] = {space.names[i]: float(r) for i, r in enumerate(missing) if r > 0}
+        return results, parameters
 
 
 class _Fitted:
@@ -265,8 +297,31 @@ def _weighted_r2(y: np.ndarray, pred: np.ndarray, w: np.ndarray) -> float:
     return 1.0 - numerator / denominator
 
 
+def _observed_fill(background: np.ndarray) -> np.ndarray:
+    """The reference data with each missing cell replaced by one of the feature's observed values, spread
+    evenly over their distribution (the observed values' quantiles), so that lime's statistics of a feature
+    (its quartiles, bin means and frequencies) are those of its observed values. The missing state is drawn
+    apart, at the feature's missing rate. A feature with no observed value becomes 0 (a single state)."""
+    filled = background.copy()
+    for i in np.flatnonzero(np.isnan(background).any(axis=0)):
+        column = background[:, i]
+        gone = np.isnan(column)
+        observed = column[~gone]
+        if not len(observed):
+            filled[:, i] = 0.0
+            continue
+        levels = (np.arange(int(gone.sum())) + 0.5) / gone.sum()
+        filled[gone, i] = np.quantile(observed, levels, method="inverted_cdf")
+    return filled
+
+
 def _feature_names(explainer, row: np.ndarray, labels: list[str]) -> list[str]:
-    """The condition lime writes for each feature at this decision (its Explanation.as_list names)."""
+    """The condition lime writes for each feature at this decision (its Explanation.as_list names); a missing
+    value reads "<feature> is missing"."""
+    gone = np.isnan(row)
+    if gone.any():
+        names = _feature_names(explainer, np.where(gone, explainer._observed_placeholder, row), labels)
+        return [f"{labels[i]} is missing" if g else n for i, (n, g) in enumerate(zip(names, gone))]
     names = list(labels)
     lambdas = explainer.discretizer.lambdas if explainer.discretizer is not None else {}
     for i in explainer.categorical_features:
@@ -283,7 +338,8 @@ def _feature_names(explainer, row: np.ndarray, labels: list[str]) -> list[str]:
     return names
 
 
-def _batched(explainer, model, batch, targets, num_features: int, seed: int, num_samples: int) -> list[_Fitted]:
+def _batched(explainer, model, batch, targets, num_features: int, seed: int, num_samples: int,
+             missing: np.ndarray | None = None) -> list[_Fitted]:
     """LIME for every decision, with one model call per chunk of decisions.
 
     Each decision's neighbourhood comes from lime's own sampler with the decision's seed, exactly as
@@ -295,6 +351,9 @@ def _batched(explainer, model, batch, targets, num_features: int, seed: int, num
     Chunks bound memory (about ``CHUNK_ROWS`` perturbations at a time, whatever the sample size) and run
     on a few threads, each with its own copy of the explainer: numpy, scipy and the models release the
     GIL, and every draw depends only on the decision's seed, so the result is the same on any machine.
+
+    ``missing`` (the reference data's missing rate per feature, when the data has missing values) adds the
+    missing state: see :func:`_with_missing`.
     """
     threads = min(os.cpu_count() or 1, 4)
     # enough chunks to keep every thread busy to the end, none over CHUNK_ROWS perturbations
@@ -310,7 +369,7 @@ def _batched(explainer, model, batch, targets, num_features: int, seed: int, num
     def chunk(rows: range) -> list[_Fitted]:
         own = idle.get()
         try:
-            return _explain_chunk(own, model, batch, rows, targets, num_features, seed, num_samples)
+            return _explain_chunk(own, model, batch, rows, targets, num_features, seed, num_samples, missing)
         finally:
             idle.put(own)
 
@@ -321,12 +380,18 @@ def _batched(explainer, model, batch, targets, num_features: int, seed: int, num
 
 
 def _explain_chunk(explainer, model, batch, rows: range, targets, num_features: int, seed: int,
-                   num_samples: int) -> list[_Fitted]:
+                   num_samples: int, missing: np.ndarray | None = None) -> list[_Fitted]:
     sample = explainer._LimeTabularExplainer__data_inverse  # lime's sampler, not reimplemented
     datas, inverses = [], []
     for k in rows:
-        _reseed(explainer, decision_seed(seed, batch.ids[k]))
-        data, inverse = sample(batch.X[k], num_samples)
+        s = decision_seed(seed, batch.ids[k])
+        _reseed(explainer, s)
+        if missing is None:
+            data, inverse = sample(batch.X[k], num_samples)
+        else:
+            row = batch.X[k]
+            data, inverse = sample(np.where(np.isnan(row), explainer._observed_placeholder, row), num_samples)
+            _with_missing(data, inverse, row, missing, np.random.default_rng([s, 1]))
         datas.append(data)
         inverses.append(inverse)
     scores = model.predict_proba(np.concatenate(inverses))
@@ -348,6 +413,23 @@ def _explain_chunk(explainer, model, batch, rows: range, targets, num_features: 
         out.append(_Fitted(t, ranked, _feature_names(explainer, batch.X[k], model.space.labels), intercept,
                            _weighted_r2(y, fitted, weights), float(intercept + scaled[0, used] @ coef)))
     return out
+
+
+def _with_missing(data: np.ndarray, inverse: np.ndarray, row: np.ndarray, rates: np.ndarray,
+                  rng: np.random.Generator) -> None:
+    """Add the missing state to lime's perturbations of ``row``, in place.
+
+    Each feature with a missing rate in the reference data (or missing at the decision) is missing in a
+    perturbation with that rate, drawn from ``rng`` (its own stream, so lime's draws are untouched): the model
+    then sees NaN there (``inverse``), and the interpretable column (``data``, 1 where the perturbation is in the
+    decision's state) reads 1 where both are missing, 0 where one is. The first row stays the decision itself.
+    """
+    gone = np.isnan(row)
+    for j in np.flatnonzero((rates > 0) | gone):
+        mask = rng.random(len(data)) < rates[j]
+        mask[0] = gone[j]
+        inverse[mask, j] = np.nan
+        data[:, j] = mask if gone[j] else np.where(mask, 0.0, data[:, j])
 
 
 def _fast_undiscretize(discretizer) -> None:

@@ -7,6 +7,10 @@ How well they do is its **fidelity**: agreement with the model on rows the tree 
 (the audited dataset when the reference data is a different dataset; otherwise a seeded hold-out
 share of it). Below the policy's ``min_fidelity`` the report says plainly that the rules do not
 describe the model. Each rule carries its coverage and precision on those held-out rows.
+
+Missing values stay missing: scikit-learn's tree learns, at each split, which side a missing value goes
+to, and can split missing from recorded values; a categorical feature's missing state is one more
+column of its one-hot design. The rules read "X is missing", "X is recorded" or "X ≤ t or missing".
 """
 
 from __future__ import annotations
@@ -35,10 +39,14 @@ class RulesSpec(ExplainerSpec):
 
 class Condition(BaseModel):
     feature: str
-    kind: Literal["range", "in", "not_in"]
+    kind: Literal["range", "in", "not_in", "missing", "present"] = Field(
+        description="range: between low and high; in / not_in: categories (null: missing); missing: no value; "
+        "present: any recorded value.")
     low: float | None = Field(default=None, description="range: value > low (exclusive)")
     high: float | None = Field(default=None, description="range: value <= high (inclusive)")
-    values: list[int | str] = Field(default_factory=list, description="in / not_in: category names")
+    or_missing: bool = Field(default=False, description="range: a missing value also satisfies it.")
+    values: list[int | str | None] = Field(default_factory=list, description="in / not_in: category names; "
+                                           "null stands for a missing value")
     text: str
 
 
@@ -72,7 +80,10 @@ def rule_matches(rule: Rule, values: dict) -> bool:
     float32 rounding then falls on the same side as in the tree."""
     for c in rule.conditions:
         v = values[c.feature]
-        if c.kind == "range":
+        if c.kind in ("missing", "present") or (v is None and c.kind == "range"):
+            if (v is None) != (c.kind == "missing" or c.or_missing):
+                return False
+        elif c.kind == "range":
             v = float(np.float32(v))  # the tree compares its float32 copy of the input with the threshold
             if (c.low is not None and not v > c.low) or (c.high is not None and not v <= c.high):
                 return False
@@ -136,23 +147,28 @@ class Rules(Explainer):
     # --- design matrix: numeric as is, categories one-hot, so splits read as "is / is not" ----------
 
     @staticmethod
-    def _design(space, X: np.ndarray) -> tuple[np.ndarray, list[tuple[int, object]]]:
+    def _design(space, X: np.ndarray, missing: frozenset = frozenset()) -> tuple[np.ndarray, list[tuple[int, object]]]:
+        """One column per numeric feature (missing values as NaN, which the tree routes), one per category, and
+        for a categorical feature with missing values (``missing``: their names) one for its missing state."""
         cols, meta = [], []
         for i, f in enumerate(space.features):
             if f.type == "categorical":
                 for k, cat in enumerate(space.categories[i]):
                     cols.append((np.rint(X[:, i]) == k).astype(np.float64))
                     meta.append((i, cat))
+                if f.name in missing:
+                    cols.append(np.isnan(X[:, i]).astype(np.float64))
+                    meta.append((i, None))
             else:
                 cols.append(X[:, i])
-                meta.append((i, None))
+                meta.append((i, _NUMERIC))
         return np.column_stack(cols), meta
 
     def fit_tree(self, model, train_X: np.ndarray, seed: int):
         """The fitted tree and the design-column metadata; the tree's labels are the model's predictions."""
         from sklearn.tree import DecisionTreeClassifier
 
-        design, meta = self._design(model.space, train_X)
+        design, meta = self._design(model.space, train_X, frozenset(getattr(model, "missing_features", ())))
         labels = model.predict_proba(train_X).argmax(axis=1)
         tree = DecisionTreeClassifier(max_depth=self.spec.max_depth, min_samples_leaf=self.spec.min_samples_leaf,
                                       random_state=seed).fit(design, labels)
@@ -171,14 +187,15 @@ class Rules(Explainer):
             train_X, hold_X = background, batch.X
             holdout = "the audited dataset (the tree was trained on the reference data)"
         tree, meta = self.fit_tree(model, train_X, seed)
-        integer_valued = [bool(np.all(np.equal(np.mod(train_X[:, i], 1), 0))) for i in range(train_X.shape[1])]
-        rules, leaf_to_rule = _export(tree, meta, model, integer_valued)
+        integer_valued = [bool(np.all(np.equal(np.mod(c[~np.isnan(c)], 1), 0))) for c in train_X.T]
+        missing = frozenset(getattr(model, "missing_features", ()))
+        rules, leaf_to_rule = _export(tree, meta, model, integer_valued, missing)
 
-        hold_design, _ = self._design(model.space, hold_X)
+        hold_design, _ = self._design(model.space, hold_X, missing)
         hold_model = model.predict_proba(hold_X).argmax(axis=1)
         fidelity = float((tree.predict(hold_design) == hold_model).mean())
         hold_leaves = tree.apply(hold_design)
-        train_leaves = tree.apply(self._design(model.space, train_X)[0])
+        train_leaves = tree.apply(self._design(model.space, train_X, missing)[0])
         for leaf, rule in leaf_to_rule.items():
             covered = hold_leaves == leaf
             rule.support = int(covered.sum())
@@ -190,7 +207,7 @@ class Rules(Explainer):
 
         decision_rules = {}
         if sample is not None and len(sample):
-            leaves = tree.apply(self._design(model.space, sample.X)[0])
+            leaves = tree.apply(self._design(model.space, sample.X, missing)[0])
             decision_rules = {str(i): leaf_to_rule[leaf].id for i, leaf in zip(sample.ids, leaves)}
         if progress:
             progress(1)
@@ -200,12 +217,21 @@ class Rules(Explainer):
         return result, {"leaves": int(tree.get_n_leaves()), "depth": int(tree.get_depth())}
 
 
+_NUMERIC = object()  # design-column marker: a numeric feature's own column
+
+
 def _fmt(x: float) -> str:
     return f"{x:.4g}" if abs(x) < 1e6 else f"{x:,.0f}"
 
 
-def _export(tree, meta, model, integer_valued: list[bool]):
-    """Walk root-to-leaf paths, merge each feature's conditions, and word them."""
+def _category(value) -> str:
+    return "missing" if value is None else f"“{value}”"
+
+
+def _export(tree, meta, model, integer_valued: list[bool], missing: frozenset = frozenset()):
+    """Walk root-to-leaf paths, merge each feature's conditions, and word them. A category of ``None`` is
+    the missing state; a numeric bound's ``missing`` says whether missing values are on its side (True),
+    are all it holds ("only") or are not on it (False); features without missing values never mention it."""
     t = tree.tree_
     space = model.space
     rules: list[Rule] = []
@@ -220,29 +246,39 @@ def _export(tree, meta, model, integer_valued: list[bool]):
                 b = bounds[i]
                 unit = f" {f.unit}" if f.unit else ""
                 if f.type == "categorical":
+                    order = list(space.categories[i]) + [None]
                     if b.get("in") is not None:
                         vals = list(b["in"])
-                        text = (f"{f.label} is “{vals[0]}”" if len(vals) == 1
-                                else f"{f.label} is one of {', '.join(f'“{v}”' for v in vals)}")
+                        text = (f"{f.label} is {_category(vals[0])}" if len(vals) == 1
+                                else f"{f.label} is one of {', '.join(_category(v) for v in vals)}")
                         conditions.append(Condition(feature=f.name, kind="in", values=vals, text=text))
                     else:
-                        vals = sorted(b["not_in"], key=lambda v: space.categories[i].index(v))
-                        text = f"{f.label} is not {' or '.join(f'“{v}”' for v in vals)}"
+                        vals = sorted(b["not_in"], key=order.index)
+                        text = f"{f.label} is not {' or '.join(_category(v) for v in vals)}"
                         conditions.append(Condition(feature=f.name, kind="not_in", values=vals, text=text))
+                    continue
+                low, high, state = b.get("low"), b.get("high"), b.get("missing")
+                if state == "only":
+                    conditions.append(Condition(feature=f.name, kind="missing", text=f"{f.label} is missing"))
+                    continue
+                if low is None and high is None:
+                    if state is False:
+                        conditions.append(Condition(feature=f.name, kind="present", text=f"{f.label} is recorded"))
+                    continue
+                if integer_valued[i]:  # x > 24.5 reads better as x >= 25 for whole-number features
+                    lo_t = None if low is None else f"{f.label} ≥ {_fmt(np.floor(low) + 1)}{unit}"
+                    hi_t = None if high is None else f"{f.label} ≤ {_fmt(np.floor(high))}{unit}"
+                    both = None if low is None or high is None else \
+                        f"{_fmt(np.floor(low) + 1)} ≤ {f.label} ≤ {_fmt(np.floor(high))}{unit}"
                 else:
-                    low, high = b.get("low"), b.get("high")
-                    if integer_valued[i]:  # x > 24.5 reads better as x >= 25 for whole-number features
-                        lo_t = None if low is None else f"{f.label} ≥ {_fmt(np.floor(low) + 1)}{unit}"
-                        hi_t = None if high is None else f"{f.label} ≤ {_fmt(np.floor(high))}{unit}"
-                        both = None if low is None or high is None else \
-                            f"{_fmt(np.floor(low) + 1)} ≤ {f.label} ≤ {_fmt(np.floor(high))}{unit}"
-                    else:
-                        lo_t = None if low is None else f"{f.label} > {_fmt(low)}{unit}"
-                        hi_t = None if high is None else f"{f.label} ≤ {_fmt(high)}{unit}"
-                        both = None if low is None or high is None else \
-                            f"{_fmt(low)} < {f.label} ≤ {_fmt(high)}{unit}"
-                    text = both or lo_t or hi_t
-                    conditions.append(Condition(feature=f.name, kind="range", low=low, high=high, text=text))
+                    lo_t = None if low is None else f"{f.label} > {_fmt(low)}{unit}"
+                    hi_t = None if high is None else f"{f.label} ≤ {_fmt(high)}{unit}"
+                    both = None if low is None or high is None else \
+                        f"{_fmt(low)} < {f.label} ≤ {_fmt(high)}{unit}"
+                text = both or lo_t or hi_t
+                or_missing = f.name in missing and state is not False
+                conditions.append(Condition(feature=f.name, kind="range", low=low, high=high, or_missing=or_missing,
+                                            text=text + (" or missing" if or_missing else "")))
             prediction = model.classes[int(np.argmax(t.value[node][0]))]
             name = model.class_names[model.classes.index(prediction)]
             text = ("IF " + " AND ".join(c.text for c in conditions) if conditions else "IF (any row)") + f" THEN {name}"
@@ -254,9 +290,17 @@ def _export(tree, meta, model, integer_valued: list[bool]):
         column, threshold = t.feature[node], float(t.threshold[node])
         i, cat = meta[column]
         left, right = {k: dict(v) for k, v in bounds.items()}, {k: dict(v) for k, v in bounds.items()}
-        if cat is None:  # numeric: left is value <= threshold
+        if cat is _NUMERIC and np.isinf(threshold):  # missing (right) against every recorded value (left)
+            left.setdefault(i, {})["missing"] = False
+            right.setdefault(i, {})["missing"] = "only"
+        elif cat is _NUMERIC:  # numeric: left is value <= threshold, missing values go where the tree learnt
             left.setdefault(i, {})["high"] = min(threshold, left.get(i, {}).get("high", np.inf))
             right.setdefault(i, {})["low"] = max(threshold, right.get(i, {}).get("low", -np.inf))
+            gone_left = bool(t.missing_go_to_left[node])
+            side, other = (left, right) if gone_left else (right, left)
+            other[i]["missing"] = False
+            if side[i].get("missing") is None:
+                side[i]["missing"] = True
         else:  # one-hot column: left is "not cat", right is "is cat"
             entry = left.setdefault(i, {})
             if entry.get("in") is not None:

@@ -24,6 +24,8 @@ class Modality:
     """How one kind of data is loaded, scored and shown. Subclasses set ``name`` and the loaders."""
 
     name: ClassVar[str]
+    checks_data: ClassVar[bool] = False
+    """Whether its datasets are feature matrices the data checks apply to (:mod:`auditor.data_checks`)."""
 
     def spec_problems(self, spec: "DatasetSpec") -> list[str]:
         """What is wrong with a dataset entry of this kind in the policy (fields it needs or cannot have)."""
@@ -38,8 +40,9 @@ class Modality:
         """The dataset ``spec`` names; ``like`` is the audited dataset when this one is its background."""
         raise NotImplementedError
 
-    def load_model(self, spec: "ModelSpec", policy: "Policy", dataset):
-        """The model ``spec`` names, checked against ``dataset`` (classes, inputs, output shape)."""
+    def load_model(self, spec: "ModelSpec", policy: "Policy", dataset, background=None):
+        """The model ``spec`` names, checked against ``dataset`` and its ``background`` (classes, inputs, output
+        shape, missing values)."""
         raise NotImplementedError
 
     def inputs(self, dataset) -> Any:

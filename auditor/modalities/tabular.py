@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import load_dataset
+from ..datasets import MISSING, load_dataset
 from ..errors import DataError, ModelError
 from ..models import load_model
 from .base import Modality
@@ -19,6 +19,7 @@ __all__ = ["Tabular"]
 
 class Tabular(Modality):
     name = "tabular"
+    checks_data = True
 
     def spec_problems(self, spec) -> list[str]:
         return [] if spec.features else ["a tabular dataset needs 'features' (its input columns)"]
@@ -26,17 +27,20 @@ class Tabular(Modality):
     def load_dataset(self, spec, policy, *, like=None):
         return load_dataset(spec, policy, space=like.space if like is not None else None)
 
-    def load_model(self, spec, policy, dataset):
+    def load_model(self, spec, policy, dataset, background=None):
         if spec.format in ("state_dict", "huggingface"):
             raise ModelError(f"model {spec.id!r}: format {spec.format} is for image or text data, and dataset "
                              f"{dataset.spec.id!r} is tabular", hint="use skops or torchscript for tabular models")
-        return load_model(spec, policy, dataset)
+        return load_model(spec, policy, dataset, background)
 
     def decision_input(self, dataset, row: int) -> dict[str, Any]:
         space = dataset.space
         values = {}
         for i, (f, v) in enumerate(zip(space.features, dataset.X[row])):
-            values[f.name] = space.display_value(i, v) if f.type == "categorical" else float(v)
+            if np.isnan(v):
+                values[f.name] = None  # missing: the evidence records no value, the report reads "missing"
+            else:
+                values[f.name] = space.display_value(i, v) if f.type == "categorical" else float(v)
         return {"values": values}
 
     def features(self, dataset) -> list[dict[str, Any]]:
@@ -61,4 +65,4 @@ class Tabular(Modality):
         which = np.digitize(column, edges)
         names = ([f"< {edges[0]:g}"] + [f"{a:g} to < {b:g}" for a, b in zip(edges, edges[1:])]
                  + [f">= {edges[-1]:g}"])
-        return np.asarray([names[k] for k in which], dtype=object)
+        return np.asarray([MISSING if np.isnan(v) else names[k] for k, v in zip(which, column)], dtype=object)

@@ -144,7 +144,7 @@ class Texts(Modality):
     def load_dataset(self, spec, policy, *, like=None):
         return load_text_dataset(spec, policy)
 
-    def load_model(self, spec, policy, dataset):
+    def load_model(self, spec, policy, dataset, background=None):
         return load_text_model(spec, policy, dataset)
 
     def inputs(self, dataset):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from . import __version__
 from .agreement import decision_agreement, summarize_agreement
+from .data_checks import check_data, score_stability
 from .datasets import Dataset, python_label
 from .errors import AuditorError, DataError, ModelError, PolicyError, Problem
 from .evidence import DatasetInfo, Evidence, FeatureInfo, ModelInfo, SampleInfo, SkippedMethod, evidence_types
@@ -25,7 +26,7 @@ from .performance import measure_groups, measure_performance
 from .plan import RunPlan
 from .policy import AuditedPair, Policy, canonical_json
 from .reasons import derive_reasons, summarize_reasons, used_features
-from .numbers import listed
+from .numbers import listed, num
 from .sampling import draw_sample
 from .yaml_lines import line_of, policy_lines
 
@@ -80,7 +81,8 @@ def prepare(policy: Policy) -> list[Prepared]:
                 problem("datasets", bg_id, exc)
                 backgrounds[key] = None  # type: ignore[assignment]
         try:  # checked even when the background failed, so every problem is reported at once
-            model = modality_of(dataset.spec).load_model(policy.model(pair.model), policy, dataset)
+            model = modality_of(dataset.spec).load_model(policy.model(pair.model), policy, dataset,
+                                                         background=backgrounds[key])
         except ModelError as exc:
             problem("models", pair.model, exc)
             continue
@@ -117,6 +119,11 @@ def run_audit(plan: RunPlan, prepared: list[Prepared], *, progress: ProgressFact
     ``executor`` runs the explainers (default: this process)."""
     policy = plan.policy
     executor = executor or LocalExecutor()
+    checks = {}
+    for p in prepared:  # one check per audited dataset and background, before any explanation
+        key = (p.dataset.spec.id, p.background.spec.id)
+        if p.modality.checks_data and key not in checks:
+            checks[key] = check_data(p.dataset, p.background, policy.data_checks)
     subjects = [_audit_subject(plan, p, progress, executor) for p in prepared]
     policy_dump = canonical_json(policy)
     evidence = evidence_types().Evidence(
@@ -125,6 +132,7 @@ def run_audit(plan: RunPlan, prepared: list[Prepared], *, progress: ProgressFact
         audit=policy_dump["audit"],
         policy=policy_dump,
         overrides=dict(plan.overrides),
+        data_checks=list(checks.values()),
         subjects=subjects,
         warnings=[w for p in prepared for w in p.model.warnings],
     )
@@ -159,6 +167,20 @@ def _audit_subject(plan: RunPlan, prep: Prepared, progress: ProgressFactory | No
     agreement, raised = summarize_agreement(model.id, decisions, min_shared=plan.policy.agreement.min_shared)
     observations.extend(raised)
     observations.extend(_sample_observations(model.id, decisions, sample.note, skipped))
+    stability = None
+    if modality.checks_data and prep.background is not data:
+        background_proba = model.predict_proba(modality.inputs(prep.background))
+        stability = score_stability(proba[:, model.positive_index], background_proba[:, model.positive_index],
+                                    plan.policy.data_checks)
+        if stability.band != "stable":
+            spec = plan.policy.data_checks
+            bound, setting = ((spec.major_psi, "data_checks.major_psi") if stability.band == "major shift"
+                              else (spec.warn_psi, "data_checks.warn_psi"))
+            observations.append(Observation(
+                level="warn", code="stability.score", threshold=bound, setting=setting,
+                message=f"{model.id}: its scores on {data.spec.id} have shifted from those on {prep.background.spec.id} "
+                        f"({stability.band}, PSI {num(stability.psi, 3)}): the audited population is not the one the "
+                        "reference data describe."))
     sample_info = SampleInfo(strategy=sample.strategy, seed=plan.seed, requested=sample.requested,
                              available=sample.available, size=len(rows), note=sample.note)
     return evidence_types().Subject(
@@ -174,6 +196,7 @@ def _audit_subject(plan: RunPlan, prep: Prepared, progress: ProgressFactory | No
         used_features=used,
         agreement=agreement,
         reasons=reasons,
+        score_stability=stability,
         observations=observations,
         decisions=decisions,
     )
@@ -240,7 +263,9 @@ def _decisions(plan: RunPlan, prep: Prepared, rows, proba, local: dict, families
         if used is not None and reason_methods and predicted == python_label(reasons_spec.adverse_class):
             reasons = derive_reasons(explanations, families, adverse=predicted, methods=reason_methods, used=used,
                                      names=names, labels=labels, texts=reasons_spec.texts,
-                                     max_reasons=reasons_spec.max_reasons, min_overlap=reasons_spec.min_overlap)
+                                     max_reasons=reasons_spec.max_reasons, min_overlap=reasons_spec.min_overlap,
+                                     missing=frozenset(n for n, v in zip(names, data.X[r]) if v != v),  # NaN: missing
+                                     missing_texts=reasons_spec.missing_texts)
         fields = {"values": {}} | modality.decision_input(data, int(r))
         decisions.append(record(
             id=data.ids[r],
@@ -277,7 +302,7 @@ def _subgroups(policy: Policy, model, data, modality: Modality, proba) -> dict |
     """Group statistics for every feature a threshold compares groups by."""
     out = {}
     for t in policy.thresholds:
-        if not t.by or t.by in out:
+        if not t.by or t.by in out or not t.metric.startswith(("performance.", "fairness.")):
             continue
         groups = modality.groups(data, t.by, t.bins)
         if groups is not None:

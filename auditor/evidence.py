@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, Field, create_model
 
 from .agreement import Agreement, AgreementSummary
+from .data_checks import DataCheck, Stability
 from .explainers import Observation, registry_key
 from .findings import Finding
 from .performance import GroupStats, Performance
@@ -44,8 +45,8 @@ __all__ = [
     "read_evidence",
 ]
 
-EVIDENCE_VERSION = "1.1"
-READABLE_VERSIONS = ("1.0", "1.1")
+EVIDENCE_VERSION = "1.2"
+READABLE_VERSIONS = ("1.0", "1.1", "1.2")
 Label = Union[int, str]
 
 
@@ -111,10 +112,15 @@ class SkippedMethod(BaseModel):
 class Decision(BaseModel):
     id: Label = Field(description="Stable id: the id column's value, or the row number in the dataset file.")
     row: int
-    values: dict[str, float | str] = Field(description="Feature values as in the data (categories by name).")
+    values: dict[str, float | str | None] = Field(
+        description="Feature values as in the data (categories by name); null: the value is missing.")
     image_png: str | None = Field(default=None, description="Image data: the input image, PNG, base64.")
     image_file: str | None = Field(default=None, description="Image data: the file, relative to the dataset CSV.")
     mask_png: str | None = Field(default=None, description="Image data: the ground-truth mask, PNG, base64.")
+    dicom_tags: dict[str, str | None] | None = Field(
+        default=None, exclude_if=lambda v: v is None,
+        description="DICOM images: the tags the policy keeps (datasets[].dicom_tags), by keyword; null: not in "
+        "the file. No other tag of the file is read. Absent for PNG images and other data.")
     text: str | None = Field(default=None, description="Text data: the input text.")
     true_label: Label
     predicted_label: Label
@@ -146,18 +152,22 @@ class Subject(BaseModel):
     )
     agreement: AgreementSummary | None = Field(default=None, description="Method agreement over the decisions.")
     reasons: ReasonsSummary | None = Field(default=None, description="Principal reasons over the decisions.")
+    score_stability: Stability | None = Field(
+        default=None, description="PSI of the model's score on the audited against the background data.")
     observations: list[Observation] = Field(
         default_factory=list, description="Points for the reviewer, each with what raised it.")
     decisions: list[Decision]
 
 
 class Evidence(BaseModel):
-    evidence_version: Literal["1.0", "1.1"] = EVIDENCE_VERSION
+    evidence_version: Literal["1.0", "1.1", "1.2"] = EVIDENCE_VERSION
     auditor_version: str
     policy_sha256: str
     audit: dict[str, Any]
     policy: dict[str, Any] = Field(description="The policy as loaded, defaults filled in.")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Command-line values that replaced the policy's.")
+    data_checks: list[DataCheck] = Field(
+        default_factory=list, description="Per audited tabular dataset and its background: the data checks.")
     subjects: list[Subject]
     findings: list[Finding] = Field(default_factory=list, description="The policy's thresholds, evaluated.")
     finding_counts: dict[str, int] = Field(default_factory=dict, description="Findings by status (pass, warn, fail).")

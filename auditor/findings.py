@@ -7,6 +7,9 @@ Metrics:
 - ``fairness.positive_rate_gap`` ``by`` a feature: the largest difference between two groups' shares
   of decisions predicted as the positive class;
 - ``agreement.rate``: share of decisions whose attribution methods agree;
+- ``data.<missing_rate|duplicate_share|overlap_share>``, one finding per audited dataset (``data.missing_rate``
+  ``by`` a feature, else the feature with the most missing values), and ``stability.psi`` ``by`` a feature,
+  ``by: score`` (per model), else the feature with the largest PSI (see :mod:`auditor.data_checks`);
 - ``<explanation name>.<figure>``: a quality figure of an explanation: a field of its family's summary,
   offered in the family's ``figures`` (see :data:`auditor.explainers.EXPLAINERS`).
 
@@ -39,11 +42,13 @@ class Finding(BaseModel):
 
 
 PERFORMANCE = ("accuracy", "balanced_accuracy", "roc_auc", "brier_score")
+DATA = ("missing_rate", "duplicate_share", "overlap_share")
 
 
 def metric_names(explanation_types: dict[str, str]) -> list[str]:
     """Every metric a threshold may name for a policy whose explanations are {name: type}."""
     return ([f"performance.{p}" for p in PERFORMANCE] + ["fairness.positive_rate_gap", "agreement.rate"]
+            + [f"data.{d}" for d in DATA] + ["stability.psi"]
             + [f"{name}.{figure}" for name, t in explanation_types.items() for figure in EXPLAINERS[t].figures])
 
 
@@ -56,6 +61,10 @@ def known_metric(metric: str, explanation_types: dict[str, str]) -> str | None:
         return None if figure == "positive_rate_gap" else "use fairness.positive_rate_gap"
     if head == "agreement":
         return None if figure == "rate" else "use agreement.rate"
+    if head == "data":
+        return None if figure in DATA else f"use one of: {', '.join('data.' + d for d in DATA)}"
+    if head == "stability":
+        return None if figure == "psi" else "use stability.psi"
     if head not in explanation_types:
         return f"'{head}' is not an explanation in this policy (names: {', '.join(explanation_types) or 'none'})"
     figures = EXPLAINERS[explanation_types[head]].figures
@@ -103,6 +112,9 @@ def evaluate(policy, evidence) -> list[Finding]:
     findings: list[Finding] = []
     for t in policy.thresholds:
         head, _, figure = t.metric.partition(".")
+        if head == "data" or (head == "stability" and t.by != "score"):
+            findings.extend(_data_findings(t, head, figure, evidence))
+            continue
         for si, s in enumerate(evidence.subjects):
             if t.models is not None and s.model.id not in t.models:
                 continue
@@ -122,6 +134,9 @@ def evaluate(policy, evidence) -> list[Finding]:
                 else:
                     for gi, g in enumerate(groups):
                         values.append((f"{t.by} = {g.group}", getattr(g, figure), evidence_path(at, gi, figure)))
+            elif head == "stability":  # by: score
+                values.append((None, s.score_stability.psi if s.score_stability else None,
+                               f"{where}.score_stability.psi"))
             elif head == "agreement":
                 if s.agreement is None:  # fewer than two attribution methods ran for this model: nothing to agree
                     continue
@@ -132,17 +147,41 @@ def evaluate(policy, evidence) -> list[Finding]:
                     continue
                 summary = s.methods[index].summary
                 values.append((None, getattr(summary, figure, None), f"{where}.methods[{index}].summary.{figure}"))
-            for group, value, path in values:
-                status, bound, comparator = _status(value, t)
-                name = t.name + (f" [{group}]" if group else "")
-                rule = _requirement(t)
-                findings.append(Finding(
-                    id=name, metric=t.metric, model=s.model.id, subgroup=group, status=status,
-                    value=None if value is None else float(value), threshold=bound, comparator=comparator,
-                    evidence=path,
-                    message=(f"{s.model.id}: {t.metric}{' (' + group + ')' if group else ''} = {_fmt(value)} "
-                             f"({rule}): {status}") if value is not None else
-                            f"{s.model.id}: {t.metric}{' (' + group + ')' if group else ''} could not be measured "
-                            f"(see {path}): fail",
-                ))
+            findings.extend(_finding(t, s.model.id, group, value, path) for group, value, path in values)
     return findings
+
+
+def _finding(t, subject: str | None, group: str | None, value: float | None, path: str, model: str | None = None,
+             worst: str | None = None) -> Finding:
+    """One finding of threshold ``t`` about ``subject`` (a model, or a dataset for data metrics); ``worst``: the
+    feature a data metric without ``by`` was measured on (named in the message, not the id, which stays stable)."""
+    status, bound, comparator = _status(value, t)
+    name = t.name + (f" [{group}]" if group else "")
+    about = f"{subject}: {t.metric}{' (' + group + ')' if group else ''}{' (worst: ' + worst + ')' if worst else ''}"
+    return Finding(
+        id=name, metric=t.metric, model=subject if model is None else model, subgroup=group, status=status,
+        value=None if value is None else float(value), threshold=bound, comparator=comparator, evidence=path,
+        message=(f"{about} = {_fmt(value)} ({_requirement(t)}): {status}") if value is not None else
+                f"{about} could not be measured (see {path}): fail")
+
+
+def _data_findings(t, head: str, figure: str, evidence) -> list[Finding]:
+    """data.* and stability.psi (by a feature): one finding per audited dataset's data check."""
+    out = []
+    for ci, c in enumerate(evidence.data_checks):
+        where = f"data_checks[{ci}]"
+        subject = c.dataset if len(evidence.data_checks) == 1 else f"{c.dataset} vs {c.background}"
+        worst, value, path = None, None, f"{where}.{figure}"
+        if head == "data" and figure != "missing_rate":
+            value = getattr(c, figure)
+        else:
+            field = "missing_rate" if head == "data" else "stability"
+            measured = [(fi, f) for fi, f in enumerate(c.features) if t.by in (None, f.name)]
+            score = (lambda f: f.missing_rate) if head == "data" else (lambda f: f.stability.psi if f.stability else -1)
+            if measured and (head == "data" or any(f.stability for _, f in measured)):
+                fi, f = max(measured, key=lambda item: score(item[1]))
+                worst = f.name if t.by is None else None
+                path = f"{where}.features[{fi}].{field}" + (".psi" if head == "stability" else "")
+                value = f.missing_rate if head == "data" else (f.stability.psi if f.stability else None)
+        out.append(_finding(t, subject, None, value, path, worst=worst))
+    return out

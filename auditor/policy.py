@@ -17,9 +17,11 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator,
                       model_validator)
 
+from .data_checks import DataChecksSpec
 from .errors import PolicyError, Problem
 from .explainers import EXPLAINERS, registry_key
 from .modalities import modality_of
+from .modalities.dicom import DicomKeyword, DicomWindow
 from .yaml_lines import line_of, read_yaml
 
 __all__ = [
@@ -140,10 +142,10 @@ class DatasetSpec(_Strict):
     )
     kind: Literal["tabular", "image", "text"] = Field(
         default="tabular",
-        description="tabular: one row per decision; image: a CSV listing PNG files; text: a CSV with a text column.",
+        description="tabular: one row per decision; image: a CSV listing PNG or DICOM files; text: a CSV with a text column.",
     )
     features: list[FeatureSpec] = Field(default_factory=list, description="Tabular only: the model's input columns.")
-    image_column: str = Field(default="file", description="Image only: column with the PNG path (relative to the CSV).")
+    image_column: str = Field(default="file", description="Image only: column with the image path (relative to the CSV).")
     mask_column: str | None = Field(
         default=None, description="Image only: column with a ground-truth mask PNG (scores image explanations)."
     )
@@ -151,6 +153,9 @@ class DatasetSpec(_Strict):
     rationale_columns: tuple[str, str] | None = Field(
         default=None, description="Text only: start and end character of the ground-truth rationale span."
     )
+    dicom_tags: list[DicomKeyword] = Field(default_factory=list, description="Image only: DICOM keywords (e.g. "
+                                           "Modality) each decision's record keeps; patient identifiers are refused.")
+    dicom_window: DicomWindow | None = Field(default=None, description="Image only: window for monochrome DICOM.")
     description: str | None = None
 
     @model_validator(mode="after")
@@ -177,7 +182,8 @@ class ThresholdSpec(_Strict):
     id: str | None = Field(default=None, description="Name of the finding; default: the metric (and subgroup).")
     metric: str = Field(
         description="performance.<accuracy|balanced_accuracy|roc_auc|brier_score>, fairness.positive_rate_gap, "
-        "agreement.rate, or <explanation name>.<figure>, a quality figure of the explanation's type."
+        "agreement.rate, data.<missing_rate|duplicate_share|overlap_share>, stability.psi, or "
+        "<explanation name>.<figure>, a quality figure of the explanation's type."
     )
     min: float | None = Field(default=None, description="Fail below this.")
     max: float | None = Field(default=None, description="Fail above this.")
@@ -185,7 +191,8 @@ class ThresholdSpec(_Strict):
     warn_max: float | None = Field(default=None, description="Warn above this (and at or below max).")
     models: list[str] | None = Field(default=None, description="Models it applies to; default: every audited model.")
     by: str | None = Field(default=None, description="performance.* and fairness.*: a feature whose groups are "
-                           "checked one by one (categorical, or numeric with bins).")
+                           "checked one by one (categorical, or numeric with bins); data.missing_rate and "
+                           "stability.psi: the feature (or, for stability.psi, score) measured, else the worst.")
     bins: list[float] | None = Field(default=None, description="Numeric 'by' feature: bin edges, e.g. [18, 25, 40, 60, 100].")
 
     @model_validator(mode="after")
@@ -239,6 +246,10 @@ class PrincipalReasonsSpec(_Strict):
     texts: dict[str, str] = Field(
         default_factory=dict, description="Reason wording per feature, e.g. months_employed: Length of employment."
     )
+    missing_texts: dict[str, str] = Field(
+        default_factory=dict,
+        description="Reason wording per feature when the decision's value is missing (default: 'No record of: "
+        "<display name>'), e.g. months_employed: No employment history on file.")
     min_overlap: float = Field(
         default=0.5, ge=0, le=1,
         description="The methods behind the reasons agree when the mean pairwise overlap (Jaccard) of their top "
@@ -267,6 +278,8 @@ class Policy(_Strict):
     principal_reasons: PrincipalReasonsSpec | None = None
     agreement: AgreementSpec = Field(default_factory=AgreementSpec)
     thresholds: list[ThresholdSpec] = Field(default_factory=list, description="Findings a run must pass.")
+    data_checks: DataChecksSpec = Field(default_factory=DataChecksSpec,
+                                        description="Where the data checks raise observations (the usual bands).")
     signing: SigningSpec | None = None
     report: ReportSpec = Field(default_factory=ReportSpec)
 
@@ -308,7 +321,8 @@ def _derived(key: tuple) -> type[Policy]:
     figures = ", ".join(f"<name>.{f}" + f" ({t})" for t, cls in key for f in cls.figures)
     threshold = create_model("ThresholdSpec", __base__=ThresholdSpec, metric=(str, Field(description=(
         "performance.<accuracy|balanced_accuracy|roc_auc|brier_score>, fairness.positive_rate_gap, agreement.rate, "
-        f"or a quality figure of an explanation, by its name in the policy and its type: {figures}."))))
+        "data.<missing_rate|duplicate_share|overlap_share>, stability.psi (by a feature or score; default: the "
+        f"worst feature), or a quality figure of an explanation, by its name in the policy and its type: {figures}."))))
     return create_model("Policy", __base__=Policy,
                         explanations=(list[union], Field(min_length=1, description="The explanations to compute.")),
                         thresholds=(list[threshold], Field(default_factory=list,
@@ -404,9 +418,9 @@ def _reference_problems(policy: Policy, file: str, lines: dict) -> list[Problem]
         if m.format == "state_dict" and m.architecture is None:
             add(("models", i, "format"), "a state_dict needs 'architecture' (the Python class it belongs to)",
                 "add architecture: {file: model.py, class: MyNet}")
-        if m.architecture is not None and not policy.resolve(m.architecture.file).is_file():
-            add(("models", i, "architecture", "file"), f"file not found: {policy.resolve(m.architecture.file)}",
-                "correct the path (relative to the policy file's folder)")
+        why = _not_a_file(policy.resolve(m.architecture.file)) if m.architecture is not None else None
+        if why:
+            add(("models", i, "architecture", "file"), why, "correct the path (relative to the policy file's folder)")
         if m.format in ("torchscript", "state_dict") and not m.classes:
             add(("models", i, "format"), "a PyTorch model needs 'classes' (labels in output order)",
                 "add classes: [<label of output 0>, <label of output 1>, ...]")
@@ -471,15 +485,18 @@ def _reference_problems(policy: Policy, file: str, lines: dict) -> list[Problem]
             if mid not in model_ids:
                 add(("thresholds", i, "models", j), f"unknown model id {mid!r}", f"use one of: {', '.join(sorted(model_ids))}")
         if t.by is not None:
-            if not t.metric.startswith(("performance.", "fairness.")):
-                add(("thresholds", i, "by"), "'by' applies to performance.* and fairness.* metrics", "remove 'by'")
+            per_feature = t.metric in ("data.missing_rate", "stability.psi")
+            if not t.metric.startswith(("performance.", "fairness.")) and not per_feature:
+                add(("thresholds", i, "by"), "'by' applies to performance.*, fairness.*, data.missing_rate and "
+                    "stability.psi", "remove 'by'")
             audited_features = {f.name: f for p in policy.audited if p.dataset in dataset_ids
                                 for f in policy.dataset(p.dataset).features}
             feature = audited_features.get(t.by)
-            if feature is None:
+            if feature is None and not (t.metric == "stability.psi" and t.by == "score"):
                 add(("thresholds", i, "by"), f"unknown feature {t.by!r}",
-                    "use a feature listed under the audited dataset's features")
-            elif feature.type == "numeric" and not t.bins:
+                    "use a feature listed under the audited dataset's features"
+                    + (", or 'score' (the model's score)" if t.metric == "stability.psi" else ""))
+            elif feature is not None and feature.type == "numeric" and not t.bins and not per_feature:
                 add(("thresholds", i, "bins"), f"{t.by!r} is numeric: its groups need bin edges",
                     "add bins: [edge, edge, ...], e.g. [18, 25, 40, 60, 100]")
 
@@ -496,11 +513,23 @@ def _reference_problems(policy: Policy, file: str, lines: dict) -> list[Problem]
                     f"use some of: {', '.join(sorted(local)) or '(add one of these types: ' + givers + ')'}")
         audited_features = {f.name for p in policy.audited if p.dataset in dataset_ids
                             for f in policy.dataset(p.dataset).features}
-        for name in pr.texts:
-            if name not in audited_features:
-                add(("principal_reasons", "texts", name), f"unknown feature {name!r}",
-                    "use a feature name listed under the audited dataset's features")
+        for key in ("texts", "missing_texts"):
+            for name in getattr(pr, key):
+                if name not in audited_features:
+                    add(("principal_reasons", key, name), f"unknown feature {name!r}",
+                        "use a feature name listed under the audited dataset's features")
     return problems
+
+
+def _not_a_file(path: Path, *, folder_ok: bool = False) -> str | None:
+    """Why ``path`` is not an existing file (or folder, with ``folder_ok``); None when it is."""
+    try:
+        if path.is_file() or (folder_ok and path.is_dir()):
+            return None
+    except OSError as exc:  # a name the file system refuses (too long), a folder it may not enter
+        shown = str(path) if len(str(path)) <= 200 else f"{str(path)[:200]}... ({len(str(path))} characters)"
+        return f"cannot check the path: {exc.strerror or exc}: {shown}"
+    return f"file not found: {path}"
 
 
 def _file_problems(data: dict, base: Path, file: str, lines: dict) -> list[Problem]:
@@ -514,10 +543,10 @@ def _file_problems(data: dict, base: Path, file: str, lines: dict) -> list[Probl
             if not isinstance(raw, str) or not raw:
                 continue
             path = Path(raw) if Path(raw).is_absolute() else base / raw
-            folder_ok = kind == "models" and item.get("format") == "huggingface" and path.is_dir()
-            if not path.is_file() and not folder_ok:
+            why = _not_a_file(path, folder_ok=kind == "models" and item.get("format") == "huggingface")
+            if why:
                 loc = (kind, i, "path")
-                problems.append(Problem(file, f"{kind}[{i}].path", f"file not found: {path}",
+                problems.append(Problem(file, f"{kind}[{i}].path", why,
                                         "correct the path (relative paths are resolved from the policy file's folder)",
                                         line_of(loc, lines)))
     return problems

@@ -122,7 +122,7 @@ def _matches(fmt: str | None, text: str, value) -> bool:
     if fmt == "param":
         return _close(text, value) if isinstance(value, float) else text == _param(value)
     if value is None:
-        return text == "n/a"
+        return text == ("missing" if fmt == "value" else "n/a")  # a feature value of null is a missing value
     if isinstance(value, str):
         return text == value
     if isinstance(value, bool):

@@ -39,7 +39,9 @@ def _param(v: Any, digits: int | None = None) -> str:
 
 
 def _value(v: Any, digits: int | None = None) -> str:
-    """A feature value: categories by name, numbers to four significant digits."""
+    """A feature value: categories by name, numbers to four significant digits, null (no value) as missing."""
+    if v is None:
+        return "missing"
     return v if isinstance(v, str) else numbers.num(v, digits or 4)
 
 
@@ -72,10 +74,11 @@ class Figures:
         return locate(self.document, where)
 
     def __call__(self, where: str, fmt: str = "num", digits: int | None = None, unit: str | None = None) -> Markup:
-        text = FORMATS[fmt](self.value(where), digits)
+        value = self.value(where)
+        text = FORMATS[fmt](value, digits)
         span = Markup('<span {}="{}" data-format="{}">{}</span>').format(
             Markup(self.attribute), where, fmt, text)
-        return span + (Markup(" ") + escape(unit) if unit else "")
+        return span + (Markup(" ") + escape(unit) if unit and value is not None else "")  # no value, no unit
 
 
 def template_dir() -> Path:

@@ -41,10 +41,22 @@ def build_view(evidence: Evidence, *, generated_at: datetime | None = None) -> d
         "generated": generated_at.strftime("%d %B %Y, %H:%M UTC"),
         "subjects": subjects,
         "findings": _findings(evidence),
+        "data_checks": _data_checks(evidence),
         "methods": _appendix(evidence),
         "top_features": report["top_features"],
         "warnings": evidence.warnings,
     }
+
+
+def _data_checks(evidence: Evidence) -> list[dict[str, Any]]:
+    """Each data check's path, and the paths of the score stability of the models audited on its data."""
+    out = []
+    for ci, c in enumerate(evidence.data_checks):
+        scores = [(s.model.id, f"subjects[{si}].score_stability") for si, s in enumerate(evidence.subjects)
+                  if s.dataset.id == c.dataset and s.background == c.background and s.score_stability is not None]
+        out.append({"at": f"data_checks[{ci}]", "check": c, "anchor": _anchor("data", c.dataset, c.background),
+                    "scores": scores})
+    return out
 
 
 def _class_names(model) -> dict[str, str]:
@@ -160,6 +172,7 @@ def _decision(s, at: str, di: int, subject_anchor: str, local: list[dict], names
         "note_title": annotated[0]["annotation"][1] if annotated and any(r["note"] for r in rows) else None,
         "top": top,
         "image": d.image_png is not None,
+        "dicom_tags": list(d.dicom_tags or ()),  # keywords; their values print from the evidence
         "text": d.text is not None,
     }
 

@@ -1,9 +1,11 @@
-"""Image data and image models: PNG folders listed in a CSV, PyTorch classifiers over them.
+"""Image data and image models: PNG or DICOM files listed in a CSV, PyTorch classifiers over them.
 
-An image dataset is a CSV with one row per image: the PNG's path (relative to the CSV), the true
+An image dataset is a CSV with one row per image: the image file's path (relative to the CSV), the true
 label, optionally a ground-truth mask PNG (white where the finding is) and an id. Images load as
 float32 RGB in [0, 1], shape (N, 3, H, W); all images of a dataset must have the same size. Masks
 load as boolean (N, H, W) and let the audit score every image explanation against ground truth.
+A DICOM file (:mod:`.dicom`) gives the model the same input as a PNG of its displayed pixels; of its
+tags, only those the policy names (``dicom_tags``) reach the evidence.
 
 Image models are PyTorch classifiers taking that tensor and returning logits (or probabilities):
 TorchScript files, or a state_dict plus the Python class it belongs to (needed for methods that
@@ -25,6 +27,7 @@ from ..errors import DataError, ModelError
 from ..explainers.base import Batch
 from ..models import ClassifierView
 from .base import Modality
+from .dicom import is_dicom, read_dicom
 
 __all__ = ["ImageDataset", "ImageModel", "Images", "load_image_dataset", "load_image_model", "png_base64", "read_png"]
 
@@ -48,6 +51,7 @@ class ImageDataset(LabelledRows):
     masks: np.ndarray | None  # (N, H, W) bool
     kind: str = "image"
     unused_columns: list[str] = field(default_factory=list)
+    tags: list[dict | None] | None = None  # per row: the kept DICOM tags (None for a PNG); None: no dicom_tags
 
 
 def read_table(spec, policy) -> tuple[pd.DataFrame, Path]:
@@ -95,14 +99,21 @@ def load_image_dataset(spec, policy) -> ImageDataset:
     require_columns(frame, wanted, where)
     y, ids = labels_and_ids(frame, spec, where)
     files = [path.parent / str(f) for f in frame[spec.image_column]]
-    images, masks = [], []
+    images, masks, tags = [], [], []
     shape = None
     for k, f in enumerate(files):
         try:
-            pixels = read_png(f)
+            if is_dicom(f):
+                pixels, kept = read_dicom(f, where=f"{where}: row {ids[k]}", window=spec.dicom_window,
+                                          tags=spec.dicom_tags)
+            else:
+                pixels, kept = read_png(f), None
+        except DataError:
+            raise  # read_dicom's, naming the file and the DICOM attribute
         except (OSError, ValueError):
             raise DataError(f"{where}: row {ids[k]}: cannot read image {f}",
                             hint=f"check the paths in column {spec.image_column!r} (relative to the CSV)") from None
+        tags.append(kept)
         if shape is None:
             shape = pixels.shape
         elif pixels.shape != shape:
@@ -123,7 +134,8 @@ def load_image_dataset(spec, policy) -> ImageDataset:
     used = set(wanted)
     return ImageDataset(spec=spec, source=str(spec.path), file=path, X=X, y=y, ids=ids, files=files,
                         masks=np.stack(masks) if masks else None,
-                        unused_columns=[c for c in frame.columns if c not in used])
+                        unused_columns=[c for c in frame.columns if c not in used],
+                        tags=tags if spec.dicom_tags else None)
 
 
 @dataclass
@@ -253,14 +265,14 @@ def png_base64(pixels: np.ndarray) -> str:
 
 
 class Images(Modality):
-    """PNG images listed in a CSV, optional ground-truth masks; PyTorch classifiers."""
+    """PNG or DICOM images listed in a CSV, optional ground-truth masks; PyTorch classifiers."""
 
     name = "image"
 
     def load_dataset(self, spec, policy, *, like=None):
         return load_image_dataset(spec, policy)
 
-    def load_model(self, spec, policy, dataset):
+    def load_model(self, spec, policy, dataset, background=None):
         return load_image_model(spec, policy, dataset)
 
     def batch(self, dataset, rows) -> Batch:
@@ -272,4 +284,6 @@ class Images(Modality):
                "image_file": str(dataset.files[row].relative_to(dataset.file.parent))}
         if dataset.masks is not None:
             out["mask_png"] = png_base64(dataset.masks[row].astype(np.uint8) * 255)
+        if dataset.tags is not None and dataset.tags[row] is not None:
+            out["dicom_tags"] = dataset.tags[row]
         return out

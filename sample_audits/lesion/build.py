@@ -28,6 +28,21 @@ Layout (paths in the CSVs are relative to the CSV's folder)::
     data/train/images/<id>.png
     data/train/masks/<id>.png
     data/test/...                the same
+    data/dicom/labels.csv        4 test images (2 of each class) as DICOM, RGB: image_id,file,mask,label
+    data/dicom/labels_grey.csv   the same 4 as greyscale DICOM with a rescale and a window
+    data/dicom/rgb/<id>.dcm, data/dicom/grey/<id>.dcm   (masks: ../test/masks/<id>.png)
+
+DICOM copies (written with pydicom, uncompressed, explicit VR little endian), as a clinic might export
+the same images; each carries a fake patient name, patient id and birth date, which an audit must never
+copy into its evidence or report:
+
+- rgb/<id>.dcm: VL Photographic Image (modality XC, body part SKIN), the PNG's RGB pixels as stored;
+  the lesion CNN gets exactly the PNG's input from it.
+- grey/<id>.dcm: Secondary Capture, MONOCHROME2, 12 of 16 bits, of the PNG's luminance ``L`` (Pillow's
+  ``convert("L")``): stored value ``4 L + 1617``, RescaleSlope 0.5, RescaleIntercept -1024 (so
+  ``2 L - 215.5`` after rescale), WindowCenter 40, WindowWidth 511, a linear window (DICOM PS3.3
+  C.11.2.1.2.1) that maps it back to ``L`` exactly. Greyscale, so the colour CNN is not meant for them:
+  they show the rescale and window of radiology-style files.
 
 Model: ``LesionCNN`` from ``cnn.py`` (three 3x3 convolutions with 8, 16, 32 channels, ReLU, 2x2
 max-pooling, global average pooling, linear layer; per-channel normalisation with the training set's
@@ -201,6 +216,71 @@ def write_split(samples: list[Sample], folder: Path) -> None:
             writer.writerow([s.image_id, file, mask, s.label])
 
 
+# --- DICOM copies -----------------------------------------------------------------------------------
+
+DICOM_COPIES = 2  # per class: the first test images of each class also written as DICOM
+FAKE_PATIENTS = [("DOE^JANE", "MRN0048213", "19640312"), ("ROE^RICHARD", "MRN0051877", "19581120"),
+                 ("MUSTERMANN^ERIKA", "MRN0060342", "19710705"), ("NOBODY^ALEX", "MRN0072906", "19830228")]
+GREY = {"slope": 0.5, "intercept": -1024.0, "center": 40.0, "width": 511.0, "offset": 1617, "step": 4}
+
+
+def dicom_choice(samples: list[Sample]) -> list[Sample]:
+    """The samples copied as DICOM: the first DICOM_COPIES of each class, in sample order."""
+    chosen = [s for c in CLASSES for s in [t for t in samples if t.label == c][:DICOM_COPIES]]
+    return sorted(chosen, key=samples.index)
+
+
+def _dicom(sample: Sample, k: int, kind: str, sop_class: str):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    def uid(part: str) -> str:  # deterministic: the same UIDs, so the same bytes, on every build
+        return generate_uid(entropy_srcs=["auditor lesion sample", sample.image_id, kind, part])
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = uid("instance")
+    ds.SOPClassUID = sop_class
+    name, patient_id, birth = FAKE_PATIENTS[k % len(FAKE_PATIENTS)]  # fake, and never to reach a report
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = name, patient_id, birth, "O"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = uid("study"), uid("series")
+    ds.StudyDate, ds.AccessionNumber, ds.InstanceNumber = "20260115", f"ACC{70000 + k}", 1
+    ds.BodyPartExamined = "SKIN"
+    return ds
+
+
+def write_dicom_copies(samples: list[Sample], folder: Path) -> None:
+    """DICOM copies of ``samples`` in ``folder`` (see the module docstring), listed in labels.csv (RGB)
+    and labels_grey.csv (greyscale); masks are those of the test split beside it."""
+    from PIL import Image
+
+    for sub in ("rgb", "grey"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    rows = {"rgb": [], "grey": []}
+    for k, s in enumerate(samples):
+        ds = _dicom(s, k, "rgb", "1.2.840.10008.5.1.4.1.1.77.1.4")  # VL Photographic Image Storage
+        ds.Modality = "XC"
+        ds.set_pixel_data(s.image, "RGB", 8, generate_instance_uid=False)
+        ds.save_as(folder / "rgb" / f"{s.image_id}.dcm", enforce_file_format=True)
+
+        luminance = np.asarray(Image.fromarray(s.image).convert("L")).astype(np.uint16)
+        ds = _dicom(s, k, "grey", "1.2.840.10008.5.1.4.1.1.7")  # Secondary Capture Image Storage
+        ds.Modality = "OT"
+        ds.set_pixel_data(GREY["offset"] + GREY["step"] * luminance, "MONOCHROME2", 12, generate_instance_uid=False)
+        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = GREY["slope"], GREY["intercept"], "US"
+        ds.WindowCenter, ds.WindowWidth = GREY["center"], GREY["width"]
+        ds.save_as(folder / "grey" / f"{s.image_id}.dcm", enforce_file_format=True)
+        for sub in rows:
+            rows[sub].append([s.image_id, f"{sub}/{s.image_id}.dcm", f"../test/masks/{s.image_id}.png", s.label])
+    for sub, name in (("rgb", "labels.csv"), ("grey", "labels_grey.csv")):
+        with open(folder / name, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(["image_id", "file", "mask", "label"])
+            writer.writerows(rows[sub])
+
+
 # --- model ------------------------------------------------------------------------------------------
 
 
@@ -333,6 +413,8 @@ def main() -> None:
     for name, samples in (("train", train), ("test", test)):
         shutil.rmtree(HERE / "data" / name, ignore_errors=True)  # no stale files from an earlier build
         write_split(samples, HERE / "data" / name)
+    shutil.rmtree(HERE / "data" / "dicom", ignore_errors=True)
+    write_dicom_copies(dicom_choice(test), HERE / "data" / "dicom")
 
     X_train, y_train, _ = to_tensors(train)
     X_test, y_test, m_test = to_tensors(test)

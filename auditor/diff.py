@@ -12,6 +12,8 @@ JSON-serialisable record of
   ranking (Spearman correlation over the common features, each run's top k, the features that
   entered or left the top k), the surrogate rules (fidelity, rules added and removed), decisions
   whose principal reasons changed, and decisions sampled in only one run;
+- per audited dataset and background checked in both runs: the missing rate and PSI of every feature
+  whose value moved, and the duplicate and overlap shares; per subject, the PSI of the model's score;
 - findings whose status changed, and findings present in only one run.
 
 ``AuditDiff.changed`` is False exactly when none of these changed: a run compared with itself, or
@@ -39,6 +41,8 @@ from .explainers.base import Ranking, RuleSet
 __all__ = [
     "DIFF_VERSION",
     "AuditDiff",
+    "DataDiff",
+    "FeatureDrift",
     "FindingChange",
     "FindingRef",
     "FindingsDiff",
@@ -171,6 +175,26 @@ class SubjectDiff(BaseModel):
     reasons_changed: list[ReasonChange]
     decisions_only_a: list[Label]
     decisions_only_b: list[Label]
+    score_psi: MetricDelta | None = Field(default=None, description="PSI of the model's score, audited vs background.")
+    changed: bool
+
+
+class FeatureDrift(BaseModel):
+    """A feature whose missing rate or PSI differs between the runs."""
+
+    feature: str
+    missing_rate: MetricDelta
+    psi: MetricDelta
+
+
+class DataDiff(BaseModel):
+    """One audited dataset and its background, checked in both runs (see auditor.data_checks)."""
+
+    dataset: str
+    background: str
+    features: list[FeatureDrift] = Field(description="Only the features whose missing rate or PSI moved.")
+    duplicate_share: MetricDelta
+    overlap_share: MetricDelta
     changed: bool
 
 
@@ -214,6 +238,7 @@ class AuditDiff(BaseModel):
     subjects: list[SubjectDiff] = Field(description="(model, dataset) pairs audited in both runs.")
     subjects_added: list[SubjectKey] = Field(description="Pairs audited only in B.")
     subjects_removed: list[SubjectKey] = Field(description="Pairs audited only in A.")
+    data: list[DataDiff] = Field(default_factory=list, description="Data checks present in both runs.")
     findings: FindingsDiff
     changed: bool = Field(description="False exactly when nothing above changed.")
 
@@ -421,13 +446,42 @@ def _diff_subject(a: Subject, b: Subject, top_k: int) -> SubjectDiff:
     decisions_only_a = [d.id for k, d in da.items() if k not in db]
     decisions_only_b = [d.id for k, d in db.items() if k not in da]
 
+    stability_a, stability_b = getattr(a, "score_stability", None), getattr(b, "score_stability", None)
+    score_psi = None if stability_a is None and stability_b is None else _delta(
+        "score_psi", stability_a.psi if stability_a else None, stability_b.psi if stability_b else None)
     changed = bool(any(p.changed for p in performance) or any(i.changed for i in importance)
                    or any(r.changed for r in rules) or only_a or only_b or reasons_changed
-                   or decisions_only_a or decisions_only_b)
+                   or decisions_only_a or decisions_only_b or (score_psi is not None and score_psi.changed))
     return SubjectDiff(model=a.model.id, dataset=a.dataset.id, performance=performance, importance=importance,
                        rules=rules, explanations_only_a=only_a, explanations_only_b=only_b,
                        reasons_changed=reasons_changed, decisions_only_a=decisions_only_a,
-                       decisions_only_b=decisions_only_b, changed=changed)
+                       decisions_only_b=decisions_only_b, score_psi=score_psi, changed=changed)
+
+
+def _diff_data(a: Evidence, b: Evidence) -> list[DataDiff]:
+    """Missingness and population stability of each dataset checked in both runs (evidence 1.2 on)."""
+    checks_b = {(c.dataset, c.background): c for c in getattr(b, "data_checks", None) or []}
+    out = []
+    for ca in getattr(a, "data_checks", None) or []:
+        cb = checks_b.get((ca.dataset, ca.background))
+        if cb is None:
+            continue
+        features_b = {f.name: f for f in cb.features}
+        drift = []
+        for fa in ca.features:
+            fb = features_b.get(fa.name)
+            if fb is None:
+                continue
+            item = FeatureDrift(feature=fa.name, missing_rate=_delta("missing_rate", fa.missing_rate, fb.missing_rate),
+                                psi=_delta("psi", fa.stability.psi if fa.stability else None,
+                                           fb.stability.psi if fb.stability else None))
+            if item.missing_rate.changed or item.psi.changed:
+                drift.append(item)
+        duplicates = _delta("duplicate_share", ca.duplicate_share, cb.duplicate_share)
+        overlap = _delta("overlap_share", ca.overlap_share, cb.overlap_share)
+        out.append(DataDiff(dataset=ca.dataset, background=ca.background, features=drift, duplicate_share=duplicates,
+                            overlap_share=overlap, changed=bool(drift or duplicates.changed or overlap.changed)))
+    return out
 
 
 def _findings(evidence: Evidence) -> dict[tuple[str, str | None, int], Any]:
@@ -476,9 +530,11 @@ def diff_audits(a_evidence: Evidence, a_manifest: dict | None, b_evidence: Evide
     added = [SubjectKey(model=k[0], dataset=k[1]) for k in sb if k not in sa]
     removed = [SubjectKey(model=k[0], dataset=k[1]) for k in sa if k not in sb]
     findings = _diff_findings(a_evidence, b_evidence)
+    data = _diff_data(a_evidence, b_evidence)
 
     changed = bool(not same_audit or policy_changed or overrides_changed or inputs.changed
-                   or any(s.changed for s in subjects) or added or removed or findings.has_changes)
+                   or any(s.changed for s in subjects) or added or removed or findings.has_changes
+                   or any(d.changed for d in data))
     return AuditDiff(top_k=top_k, a=ida, b=idb, same_audit=same_audit, policy_changed=policy_changed,
                      overrides_changed=overrides_changed, inputs=inputs, subjects=subjects, subjects_added=added,
-                     subjects_removed=removed, findings=findings, changed=changed)
+                     subjects_removed=removed, data=data, findings=findings, changed=changed)

@@ -63,10 +63,27 @@ def diff_text(diff: AuditDiff) -> str:
             lines += [f"  {kind} {x}: added (only in B)" for x in added]
             lines += [f"  {kind} {x}: removed (only in A)" for x in removed]
 
+    for d in diff.data:
+        if not d.changed:
+            continue
+        lines.append(f"Data {d.dataset} against {d.background}:")
+        for f in d.features:
+            parts = []
+            if f.missing_rate.changed:
+                parts.append(f"missing {_f(f.missing_rate.a, 3)} → {_f(f.missing_rate.b, 3)}")
+            if f.psi.changed:
+                parts.append(f"PSI {_f(f.psi.a, 3)} → {_f(f.psi.b, 3)}")
+            lines.append(f"  {f.feature}: " + "; ".join(parts))
+        for m in (d.duplicate_share, d.overlap_share):
+            if m.changed:
+                lines.append(f"  {m.metric.replace('_', ' ')}: {_f(m.a, 3)} → {_f(m.b, 3)}")
+
     for s in diff.subjects:
         if not s.changed:
             continue
         lines.append(f"Model {s.model} on {s.dataset}:")
+        if s.score_psi is not None and s.score_psi.changed:
+            lines.append(f"  score PSI: {_f(s.score_psi.a, 3)} → {_f(s.score_psi.b, 3)}")
         perf = [p for p in s.performance if p.changed]
         if perf:
             lines.append("  performance: " + "; ".join(

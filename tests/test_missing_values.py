@@ -428,3 +428,30 @@ def test_liver_sample_shows_missing_states_in_lime_rules_and_reasons(tmp_path):
     html = render_html(evidence)
     for text in ("is missing", "or missing", reasons[0], "Data checks: test against train"):
         assert text in html
+
+
+def test_history_diff_reports_missingness_and_psi_changes(records, tmp_path):
+    from auditor.diff import diff_audits
+    from auditor.diff_text import diff_text
+
+    audited = pd.read_csv(records / "audited.csv")
+    worse = audited.copy()
+    worse.loc[worse.index[:60], "bureau_score"] = np.nan  # the bureau stopped answering for many applicants
+    worse.to_csv(tmp_path / "worse.csv", index=False)
+    explanations = [{"type": "rules"}]
+    _, a = audit(write_policy(records, tmp_path, models=("hgb",), explanations=explanations))
+    _, again = audit(write_policy(records, tmp_path, models=("hgb",), explanations=explanations))
+    _, b = audit(write_policy(records, tmp_path, models=("hgb",), explanations=explanations, audited="worse.csv"))
+    same = diff_audits(a, None, again, None)
+    assert not same.changed and [d.changed for d in same.data] == [False]
+    diff = diff_audits(a, None, b, None)
+    (data,) = diff.data
+    assert data.changed
+    drift = {f.feature: f for f in data.features}
+    assert drift["bureau_score"].missing_rate.a == pytest.approx(audited.bureau_score.isna().mean())
+    assert drift["bureau_score"].missing_rate.b == pytest.approx(worse.bureau_score.isna().mean())
+    assert drift["bureau_score"].psi.b > drift["bureau_score"].psi.a
+    assert "income" not in drift  # unchanged features are not listed
+    assert diff.subjects[0].score_psi is not None
+    text = diff_text(diff)
+    assert "Data audited against background:" in text and "bureau_score: missing" in text and "PSI" in text

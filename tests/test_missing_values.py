@@ -455,3 +455,16 @@ def test_history_diff_reports_missingness_and_psi_changes(records, tmp_path):
     assert diff.subjects[0].score_psi is not None
     text = diff_text(diff)
     assert "Data audited against background:" in text and "bureau_score: missing" in text and "PSI" in text
+
+
+def test_dask_workers_give_the_same_evidence_with_missing_values(records, tmp_path, monkeypatch):
+    from auditor import executors
+
+    explanations = [{"type": "lime", "num_samples": 500}, {"type": "shapley", "background_rows": 30},
+                    {"type": "counterfactuals", "fillable": ["months_employed"]}]
+    policy = load_policy(write_policy(records, tmp_path, models=("hgb",), explanations=explanations))
+    prepared = prepare(policy)
+    monkeypatch.setattr(executors, "CHUNK_DECISIONS", 3)
+    local = run_audit(plan_run(policy), prepared).to_json()
+    with executors.DaskExecutor(workers=2) as dask:
+        assert run_audit(plan_run(policy), prepared, executor=dask).to_json() == local

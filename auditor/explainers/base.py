@@ -44,6 +44,7 @@ __all__ = [
     "RuleSet",
     "attribution_targets",
     "decision_seed",
+    "named_features",
     "towards",
 ]
 
@@ -174,11 +175,10 @@ class Explainer:
             return f"{cls.title} needs a PyTorch model (gradients); {model.id!r} is {model.kind}."
         missing = getattr(model, "missing_features", ())
         if cls.finite_inputs and missing:
-            return (f"{cls.title} needs every input value, and {', '.join(repr(m) for m in missing[:6])}"
-                    f"{' and others' if len(missing) > 6 else ''} have missing values in the audited or reference "
-                    f"data: there is no straight path from a baseline through a missing value, and the auditor does "
-                    f"not invent one. The model-agnostic methods explain {model.id!r} with its missing values as "
-                    "they are.")
+            return (f"{cls.title} needs every input value, and {named_features(missing)} have missing values in the "
+                    "audited or reference data: there is no straight path from a baseline through a missing value, "
+                    f"and the auditor does not invent one. The model-agnostic methods explain {model.id!r} with its "
+                    "missing values as they are.")
         if cls.needs_eager and not getattr(model, "eager", True):
             return (f"{cls.title} hooks into the model's layers, which a TorchScript file does not allow; "
                     f"give {model.id!r} as format: state_dict with its architecture.")
@@ -243,6 +243,13 @@ class Explainer:
     def comparable(cls, result) -> Ranking | RuleSet | None:
         """A global result in a form two runs can be compared by (``auditor diff``); None if not comparable."""
         return None
+
+
+def named_features(names, limit: int = 4) -> str:
+    """Feature names for a message: the first ``limit`` quoted, then how many more."""
+    names = list(names)
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def towards(values: dict[str, float], signed_towards: bool, names: list[str]) -> list[str]:

@@ -40,7 +40,8 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from ..numbers import listed
-from .base import Batch, Explainer, ExplainerSpec, MethodSummary, Notes, Observation, Progress, decision_seed
+from .base import (Batch, Explainer, ExplainerSpec, MethodSummary, Notes, Observation, Progress, decision_seed,
+                   named_features)
 from .dice_random import BatchedRandomSearch
 
 __all__ = ["Counterfactuals", "CounterfactualsResult", "CounterfactualsSpec", "CounterfactualsSummary"]
@@ -197,7 +198,7 @@ class Counterfactuals(Explainer):
         missing = getattr(model, "missing_features", ())
         if missing and spec.engine == "reference":
             problems.append(("engine", f"dice-ml cannot search data with missing values, and "
-                             f"{', '.join(repr(m) for m in missing[:4])} have some",
+                             f"{named_features(missing)} have some",
                              "use method: random with the batched engine (it keeps missing values missing)"))
         for name, allowed in spec.permitted_range.items():
             field = f"permitted_range.{name}"

@@ -30,7 +30,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from ..numbers import listed, num
-from .base import Explainer, ExplainerSpec, MethodSummary, Notes, Observation, Progress, attribution_targets, decision_seed
+from .base import (Explainer, ExplainerSpec, MethodSummary, Notes, Observation, Progress, attribution_targets,
+                   decision_seed, named_features)
 
 __all__ = ["Lime", "LimeResult", "LimeSpec", "LimeSummary"]
 
@@ -167,7 +168,7 @@ class Lime(Explainer):
         missing = getattr(model, "missing_features", ())
         if not missing:
             return []
-        named = ", ".join(repr(m) for m in missing[:4]) + (" and others" if len(missing) > 4 else "")
+        named = named_features(missing)
         problems = []
         if spec.engine == "reference":
             problems.append(("engine", f"lime's own explain_instance cannot sample missing values, and {named} have "

@@ -1,9 +1,11 @@
-"""Models: load scikit-learn (skops) and PyTorch (TorchScript) models safely, and give every
-explainer the same view of them.
+"""Models: give every explainer the same view of a tabular model, whatever its file format.
 
 A :class:`ModelAdapter` is bound to one dataset's :class:`~auditor.datasets.FeatureSpace`: it takes
 feature-space matrices (float64, categorical features as codes) and returns class probabilities in
-the order of ``classes``. PyTorch adapters also expose a differentiable path for gradient methods.
+the order of ``classes``. scikit-learn models get the original values (their pipeline encodes them);
+PyTorch, ONNX and booster models the encoded matrix (categories one-hot or as codes, in category order).
+PyTorch adapters also expose a differentiable path for gradient methods. Files are read by
+:mod:`auditor.formats`.
 """
 
 from __future__ import annotations
@@ -16,18 +18,13 @@ import numpy as np
 
 from .datasets import Dataset, FeatureSpace, python_label
 from .errors import ModelError
+from .formats import FORMATS, caught, load_tabular
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .policy import ModelSpec, Policy
 
 __all__ = ["ClassifierView", "ModelAdapter", "load_model", "file_sha256", "path_sha256"]
-
-# Types a skops file may hold without the policy listing them: scikit-learn's own estimators and
-# numpy/builtin containers. Anything else (a custom class, a third-party estimator) must be listed
-# in the model's `trusted_types`, because loading it runs that type's code.
-_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "scipy.sparse.")
-_TRUSTED_EXACT = {"collections.OrderedDict", "collections.defaultdict"}
 
 PREDICT_BATCH = 65_536  # rows scored per model call; bounds memory for LIME's perturbations etc.
 TORCH_ROWS = 512
@@ -126,7 +123,7 @@ class ModelAdapter(ClassifierView):
     """One tabular model as every explainer sees it."""
 
     spec: ModelSpec
-    framework: str  # "sklearn" | "torch"
+    framework: str  # "sklearn" | "torch" | "array" (see auditor.formats)
     estimator: object
     classes: list
     space: FeatureSpace
@@ -136,12 +133,19 @@ class ModelAdapter(ClassifierView):
     modality: str = "tabular"
     missing_features: tuple[str, ...] = ()
     """Features with missing values in the audited or reference data, which the model was probed to take."""
+    description: str = ""
+    """What the file holds, for the report (formats other than scikit-learn)."""
+
+    @property
+    def gradients(self) -> bool:
+        """Whether gradient methods can differentiate the model."""
+        return FORMATS[self.spec.format].gradients
 
     @property
     def kind(self) -> str:
         est = self.estimator
-        if self.framework == "torch":
-            return "PyTorch TorchScript module"
+        if self.framework != "sklearn":
+            return self.description
         name = type(est).__name__
         if name == "Pipeline":
             name = "Pipeline(" + " → ".join(type(s).__name__ for _, s in est.steps) + ")"
@@ -168,6 +172,8 @@ class ModelAdapter(ClassifierView):
                 proba = torch.cat([self.torch_forward(block) for block in inputs.split(TORCH_ROWS)])
             proba = proba[:n].double().numpy()
             return proba / proba.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
+        if self.framework == "array":
+            return self.estimator(self.encoded(X))
         return np.asarray(self.estimator.predict_proba(self._sklearn_input(X)), dtype=np.float64)
 
     def _sklearn_input(self, X: np.ndarray):
@@ -185,6 +191,10 @@ class ModelAdapter(ClassifierView):
         """Feature space -> model input tensor (one-hot or ordinal categories, float32)."""
         import torch
 
+        return torch.as_tensor(self.encoded(X), dtype=torch.float32)
+
+    def encoded(self, X: np.ndarray) -> np.ndarray:
+        """Feature space -> the encoded matrix a PyTorch, ONNX or booster model takes (float64)."""
         X = np.asarray(X, dtype=np.float64)
         if self.spec.categorical_encoding == "onehot" and self.space.categorical_indices:
             cols = []
@@ -198,61 +208,15 @@ class ModelAdapter(ClassifierView):
                 else:
                     cols.append(X[:, i : i + 1])
             X = np.concatenate(cols, axis=1)
-        return torch.as_tensor(X, dtype=torch.float32)
+        return X
 
     def torch_forward(self, inputs):
         """Probabilities from model inputs, differentiable (softmax over logits if needed)."""
         with plain_torchscript():
             out = self.estimator(inputs)
-        if self.spec.outputs == "logits":
+        if self.spec.logits:
             out = out.softmax(dim=-1)
         return out
-
-
-def _load_skops(spec: ModelSpec, path: Path):
-    import skops.io as sio
-
-    try:
-        untrusted = sio.get_untrusted_types(file=path)
-    except Exception as exc:
-        raise ModelError(f"{path}: not a readable skops file ({exc})",
-                         hint="save scikit-learn models with skops.io.dump(model, path)") from None
-    allowed = set(spec.trusted_types) | _TRUSTED_EXACT
-    refused = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES) and t not in allowed]
-    if refused:
-        raise ModelError(
-            f"{path}: the skops file contains types that are not trusted by default: {', '.join(refused)}",
-            hint=f"if you trust them, list them under models[{spec.id}].trusted_types",
-        )
-    try:
-        return sio.load(path, trusted=untrusted)
-    except Exception as exc:
-        raise ModelError(f"{path}: cannot load skops model: {exc}") from None
-
-
-def _load_torchscript(path: Path):
-    import warnings
-
-    import torch
-
-    try:
-        with warnings.catch_warnings():  # torch 2.13 marks TorchScript deprecated; it is our exchange format
-            warnings.simplefilter("ignore", DeprecationWarning)
-            module = torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:
-        raise ModelError(f"{path}: not a TorchScript file ({str(exc).splitlines()[0]})",
-                         hint="save PyTorch models with torch.jit.save(torch.jit.script(model), path)") from None
-    module.eval()
-    return module
-
-
-def _load_pickle(path: Path):
-    import joblib
-
-    try:
-        return joblib.load(path)
-    except Exception as exc:
-        raise ModelError(f"{path}: cannot unpickle model: {exc}") from None
 
 
 def load_model(spec: ModelSpec, policy: Policy, dataset: Dataset, background: Dataset | None = None) -> ModelAdapter:
@@ -261,19 +225,8 @@ def load_model(spec: ModelSpec, policy: Policy, dataset: Dataset, background: Da
     path = policy.resolve(spec.path)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found (models[{spec.id}].path)", hint="correct the path")
-    warnings: list[str] = []
-    if spec.format == "skops":
-        estimator, framework = _load_skops(spec, path), "sklearn"
-    elif spec.format == "torchscript":
-        estimator, framework = _load_torchscript(path), "torch"
-    else:
-        if spec.trust != "pickle":  # load_policy refuses this too; never rely on one check for safety
-            raise ModelError(f"{path}: refusing to unpickle without 'trust: pickle' (models[{spec.id}])")
-        estimator, framework = _load_pickle(path), "sklearn"
-        warnings.append(
-            f"Model {spec.id!r} was loaded from a {spec.format} file, which can run arbitrary code; "
-            "its origin was trusted by the policy ('trust: pickle'), not verified by the auditor."
-        )
+    loaded = load_tabular(spec, path)
+    estimator, framework, warnings = loaded.estimator, loaded.framework, loaded.warnings
     where = f"model {spec.id!r} ({path.name}) on dataset {dataset.spec.id!r}"
 
     if framework == "sklearn":
@@ -304,9 +257,11 @@ def load_model(spec: ModelSpec, policy: Policy, dataset: Dataset, background: Da
     else:
         classes = [python_label(c) for c in spec.classes]
 
-    adapter = ModelAdapter(spec, framework, estimator, classes, dataset.space, file_sha256(path), warnings)
-    if framework == "torch":
+    adapter = ModelAdapter(spec, framework, estimator, classes, dataset.space, file_sha256(path), warnings,
+                           description=loaded.kind)
+    if framework != "sklearn":
         adapter.input_groups = _input_groups(adapter)
+        _check_width(adapter, where)
     if spec.class_names and len(spec.class_names) != len(classes):
         raise ModelError(f"{where}: {len(spec.class_names)} class names for {len(classes)} classes",
                          hint="give one name per class")
@@ -320,8 +275,6 @@ def load_model(spec: ModelSpec, policy: Policy, dataset: Dataset, background: Da
                          f"not classes of the model {classes}",
                          hint="check the target column, or the model's 'classes' in the policy")
 
-    adapter.missing_features = probe_missing(adapter, [dataset] + ([background] if background is not None else []),
-                                             where)
     complete = dataset.X[~np.isnan(dataset.X).any(axis=1)]
     try:
         probe = adapter.predict_proba((complete if len(complete) else dataset.X)[:2])
@@ -329,9 +282,22 @@ def load_model(spec: ModelSpec, policy: Policy, dataset: Dataset, background: Da
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{where}: the model rejected the dataset's features: {first}",
                          hint="check the features list (names, order, types) against what the model was trained on") from None
+    if framework == "torch":  # gradient methods call the module on batches of any size
+        try:
+            import torch
+
+            with torch.no_grad():
+                adapter.torch_forward(adapter.to_tensor((complete if len(complete) else dataset.X)[:3]))
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{where}: the model does not take a batch of 3 rows: {first}",
+                             hint="export it with a dynamic batch dimension: torch.export.export(model, (x,), "
+                                  "dynamic_shapes=({0: torch.export.Dim('batch')},))") from None
     if probe.shape != (min(2, dataset.n_rows), len(classes)):
         raise ModelError(f"{where}: the model returned shape {probe.shape}, expected (n, {len(classes)}) for classes "
                          f"{classes}", hint="check 'classes' (one label per model output)")
+    adapter.missing_features = probe_missing(adapter, [dataset] + ([background] if background is not None else []),
+                                             where)
     return adapter
 
 
@@ -377,6 +343,23 @@ def probe_missing(adapter: ModelAdapter, datasets: list[Dataset], where: str) ->
     if len(bad):
         raise refuse(int(gone[bad[0]]), "returned no probability (NaN) for a row holding one")
     return tuple(space.names[i] for i in gone)
+
+
+def _check_width(adapter: ModelAdapter, where: str) -> None:
+    """An encoded-matrix model must take as many inputs as the policy's features encode to (and, where the file
+    names its inputs, by the same names)."""
+    width = sum(len(g) for g in adapter.input_groups)
+    expected = getattr(adapter.estimator, "width", None)
+    encoding = adapter.spec.categorical_encoding if adapter.space.categorical_indices else None
+    if expected is not None and expected != width:
+        raise ModelError(f"{where}: feature mismatch: the model takes {expected} inputs, the policy's features "
+                         f"encode to {width}" + (f" ({encoding} categories)" if encoding else ""),
+                         hint="list exactly the model's input features, in its order"
+                              + (", and check categorical_encoding" if encoding else ""))
+    names = getattr(adapter.estimator, "feature_names", None)
+    if names and width == len(adapter.space.names) and names != adapter.space.names:
+        raise ModelError(f"{where}: feature mismatch: the model's inputs are {names[:8]}, the policy lists "
+                         f"{adapter.space.names[:8]}", hint="list the features in the model's order, by its names")
 
 
 def _input_groups(adapter: ModelAdapter) -> list[list[int]]:

@@ -19,6 +19,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from .data_checks import DataChecksSpec
 from .errors import PolicyError, Problem
+from .formats import FORMATS, TRUSTED_LIBRARIES
 from .explainers import EXPLAINERS, registry_key
 from .modalities import modality_of
 from .modalities.dicom import DicomKeyword, DicomWindow
@@ -73,9 +74,8 @@ class ArchitectureSpec(_Strict):
 class ModelSpec(_Strict):
     id: str = Field(pattern=ID_PATTERN)
     path: Path
-    format: Literal["skops", "torchscript", "state_dict", "huggingface", "pickle", "joblib"] = Field(
-        description="skops (scikit-learn), torchscript or state_dict + architecture (PyTorch), huggingface "
-        "(a local transformers folder), pickle/joblib (needs trust: pickle)."
+    format: Literal[tuple(FORMATS)] = Field(  # type: ignore[valid-type]
+        description="; ".join(f"{f.name}: {f.description}" for f in FORMATS.values()) + "."
     )
     architecture: ArchitectureSpec | None = Field(
         default=None, description="state_dict only: the Python class whose weights the file holds."
@@ -85,7 +85,8 @@ class ModelSpec(_Strict):
     classes: list[Label] | None = Field(
         default=None,
         description="Class labels as they appear in the dataset's target column, in the order of the "
-        "model's outputs. Required for torchscript; for scikit-learn it must match the estimator's classes_.",
+        "model's outputs. Required for formats that do not record them (PyTorch, ONNX, boosters); for scikit-learn "
+        "it must match the estimator's classes_.",
     )
     class_names: list[str] | None = Field(
         default=None, description="Display names for the classes, same order as classes."
@@ -102,14 +103,25 @@ class ModelSpec(_Strict):
         default_factory=list,
         description="Extra types a skops file may contain beyond scikit-learn's and numpy's.",
     )
-    outputs: Literal["logits", "probabilities"] = Field(
-        default="logits", description="TorchScript only: what the model returns (softmax is applied to logits)."
+    trusted_libraries: list[Literal[tuple(TRUSTED_LIBRARIES)]] = Field(  # type: ignore[valid-type]
+        default_factory=list,
+        description="skops: libraries whose scikit-learn estimators the file may hold (their booster types are "
+        "then trusted), e.g. [xgboost].",
     )
+    outputs: Literal["logits", "probabilities"] | None = Field(
+        default=None, description="PyTorch and ONNX: what the model returns (softmax is applied to logits); default "
+        "logits for PyTorch, probabilities for ONNX.")
     categorical_encoding: Literal["onehot", "ordinal"] = Field(
         default="onehot",
-        description="TorchScript only: how categorical features are fed to the network, in category order. "
-        "scikit-learn models get the original values (their pipeline encodes them).",
+        description="PyTorch, ONNX and boosters: how categorical features are fed to the model, in category order "
+        "(one-hot columns, or the category's index). scikit-learn models get the original values (their pipeline "
+        "encodes them).",
     )
+
+    @property
+    def logits(self) -> bool:
+        """Whether the model returns logits (a softmax gives its probabilities)."""
+        return self.outputs == "logits" or (self.outputs is None and FORMATS[self.format].gradients)
     version: str | None = None
     description: str | None = None
 
@@ -421,8 +433,8 @@ def _reference_problems(policy: Policy, file: str, lines: dict) -> list[Problem]
         why = _not_a_file(policy.resolve(m.architecture.file)) if m.architecture is not None else None
         if why:
             add(("models", i, "architecture", "file"), why, "correct the path (relative to the policy file's folder)")
-        if m.format in ("torchscript", "state_dict") and not m.classes:
-            add(("models", i, "format"), "a PyTorch model needs 'classes' (labels in output order)",
+        if FORMATS[m.format].needs_classes and not m.classes:
+            add(("models", i, "format"), f"a {m.format} model needs 'classes' (labels in output order)",
                 "add classes: [<label of output 0>, <label of output 1>, ...]")
         if m.class_names and m.classes and len(m.class_names) != len(m.classes):
             add(("models", i, "class_names"),
@@ -464,16 +476,16 @@ def _reference_problems(policy: Policy, file: str, lines: dict) -> list[Problem]
             elif mid not in audited_models:
                 add(("explanations", i, "models", j), f"model {mid!r} is not listed under 'audited'",
                     "audit the model on a dataset, or remove it here")
-            elif cls.requires == "torch" and policy.model(mid).format not in ("torchscript", "state_dict", "huggingface"):
+            elif cls.requires == "torch" and not FORMATS[policy.model(mid).format].gradients:
                 add(("explanations", i, "models", j),
                     f"{spec.type} needs a PyTorch model (gradients); {mid!r} is {policy.model(mid).format}",
                     "remove the model from this explanation, or use a model-agnostic method such as lime")
         if spec.models is None and cls.requires == "torch" and not any(
-            policy.model(p.model).format in ("torchscript", "state_dict", "huggingface")
+            FORMATS[policy.model(p.model).format].gradients
             for p in policy.audited if p.model in model_ids
         ):
             add(("explanations", i, "type"), f"{spec.type} needs a PyTorch model and none is audited",
-                "audit a TorchScript model, or remove this explanation")
+                "audit a PyTorch model (torch_export or torchscript), or remove this explanation")
     from .findings import known_metric
 
     types = {spec.name: spec.type for spec in policy.explanations}
@@ -543,7 +555,8 @@ def _file_problems(data: dict, base: Path, file: str, lines: dict) -> list[Probl
             if not isinstance(raw, str) or not raw:
                 continue
             path = Path(raw) if Path(raw).is_absolute() else base / raw
-            why = _not_a_file(path, folder_ok=kind == "models" and item.get("format") == "huggingface")
+            folder = kind == "models" and item.get("format") in FORMATS and FORMATS[item.get("format")].folder
+            why = _not_a_file(path, folder_ok=folder)
             if why:
                 loc = (kind, i, "path")
                 problems.append(Problem(file, f"{kind}[{i}].path", why,

@@ -447,10 +447,7 @@ def naive_side(inputs: Inputs, n: int, m: int, rows_n, rows_m, adapters: dict, *
         data = pd.read_csv(inputs.data_csv[n])
         gbm_path = SAMPLE / "models" / "gbm.skops"
         gbm = sio.load(gbm_path, trusted=sio.get_untrusted_types(file=gbm_path))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            mlp = torch.jit.load(str(SAMPLE / "models" / "mlp.pt"))
-        mlp.eval()
+        mlp = torch.export.load(str(SAMPLE / "models" / "mlp.pt2")).module()
     names = inputs.names
     background = train[names].to_numpy(dtype=np.float64)
     X = data[names].to_numpy(dtype=np.float64)

@@ -52,7 +52,7 @@ def test_valid_policy_loads_with_defaults_and_resolved_paths(write_policy, tmp_p
 def test_sample_policy_loads():
     policy = load_policy(SAMPLE_POLICY)
     assert policy.audit.audience == "medical"
-    assert {m.format for m in policy.models} == {"skops", "torchscript"}
+    assert {m.format for m in policy.models} == {"skops", "torch_export"}
     # the YAML anchor gives both datasets the same 30 features
     assert len(policy.dataset("test").features) == 30
     assert [f.name for f in policy.dataset("train").features] == [f.name for f in policy.dataset("test").features]
@@ -246,6 +246,6 @@ def test_schema_rejects_what_load_policy_rejects(write_policy, tmp_path):
     good = yaml.safe_load(write_policy(tmp_path, name="good.yaml").read_text())
     assert list(validator.iter_errors(good)) == []
     for overrides in ({"sample__size": -3}, {"sample__colour": "red"}, {"explanations__0__type": "shap"},
-                      {"models__0__format": "onnx"}):
+                      {"models__0__format": "tensorflow"}):
         bad = yaml.safe_load(write_policy(tmp_path, name="bad.yaml", **overrides).read_text())
         assert list(validator.iter_errors(bad)), overrides

@@ -142,7 +142,7 @@ class Explainer:
     scope: ClassVar[Literal["local", "global"]]
     requires: ClassVar[Literal["any", "torch"]] = "any"
     modalities: ClassVar[frozenset[str]] = frozenset({"tabular"})
-    needs_eager: ClassVar[bool] = False  # hooks into layers: TorchScript modules cannot be hooked
+    needs_eager: ClassVar[bool] = False  # hooks into layers: exported and TorchScript modules cannot be hooked
     finite_inputs: ClassVar[bool] = False
     """Whether the method needs every input value (a gradient path): it is skipped on data with missing values."""
     title: ClassVar[str]
@@ -180,8 +180,8 @@ class Explainer:
                     f"and the auditor does not invent one. The model-agnostic methods explain {model.id!r} with its "
                     "missing values as they are.")
         if cls.needs_eager and not getattr(model, "eager", True):
-            return (f"{cls.title} hooks into the model's layers, which a TorchScript file does not allow; "
-                    f"give {model.id!r} as format: state_dict with its architecture.")
+            return (f"{cls.title} hooks into the model's layers, which an exported program or a TorchScript file "
+                    f"does not expose; give {model.id!r} as format: state_dict with its architecture.")
         return None
 
     @classmethod

@@ -153,7 +153,8 @@ class ImageModel(ClassifierView):
 
     @property
     def kind(self) -> str:
-        name = type(self.module).__name__ if self.eager else "TorchScript module"
+        name = type(self.module).__name__ if self.eager else (
+            "exported program" if type(self.module).__name__ == "ExportedModule" else "TorchScript module")
         return f"PyTorch image classifier ({name})"
 
     def forward(self, inputs):
@@ -161,7 +162,7 @@ class ImageModel(ClassifierView):
 
         with plain_torchscript():
             out = self.module(inputs)
-        return out.softmax(dim=-1) if self.spec.outputs == "logits" else out
+        return out.softmax(dim=-1) if self.spec.logits else out
 
     def predict_proba(self, X: np.ndarray, batch: int = 256) -> np.ndarray:
         import torch
@@ -221,6 +222,11 @@ def load_image_model(spec, policy, dataset: ImageDataset) -> ImageModel:
         except Exception as exc:
             raise ModelError(f"{path}: not a TorchScript file ({str(exc).splitlines()[0]})") from None
         eager = False
+    elif spec.format == "torch_export":
+        from ..formats import ExportedModule
+
+        module = ExportedModule(path)  # callable like the model; its layers cannot be hooked
+        eager = False
     elif spec.format == "state_dict":
         module = _load_architecture(spec, policy)
         try:
@@ -232,8 +238,9 @@ def load_image_model(spec, policy, dataset: ImageDataset) -> ImageModel:
         eager = True
     else:
         raise ModelError(f"{where}: format {spec.format!r} cannot classify images",
-                         hint="use torchscript, or state_dict with architecture")
-    module.eval()
+                         hint="use torch_export (or torchscript), or state_dict with architecture for Grad-CAM and LRP")
+    if hasattr(module, "eval"):
+        module.eval()
     classes = [python_label(c) for c in spec.classes]
     model = ImageModel(spec, module, classes, file_sha256(path), eager)
     unknown = sorted({v for v in dataset.y.tolist() if v not in classes}, key=str)

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..datasets import MISSING, load_dataset
 from ..errors import DataError, ModelError
+from ..formats import FORMATS
 from ..models import load_model
 from .base import Modality
 
@@ -28,9 +29,10 @@ class Tabular(Modality):
         return load_dataset(spec, policy, space=like.space if like is not None else None)
 
     def load_model(self, spec, policy, dataset, background=None):
-        if spec.format in ("state_dict", "huggingface"):
-            raise ModelError(f"model {spec.id!r}: format {spec.format} is for image or text data, and dataset "
-                             f"{dataset.spec.id!r} is tabular", hint="use skops or torchscript for tabular models")
+        if "tabular" not in FORMATS[spec.format].modalities:
+            usable = ", ".join(n for n, f in FORMATS.items() if "tabular" in f.modalities)
+            raise ModelError(f"model {spec.id!r}: format {spec.format} is for {' or '.join(sorted(FORMATS[spec.format].modalities))} "
+                             f"data, and dataset {dataset.spec.id!r} is tabular", hint=f"use one of: {usable}")
         return load_model(spec, policy, dataset, background)
 
     def decision_input(self, dataset, row: int) -> dict[str, Any]:

@@ -10,7 +10,8 @@ UCI ML repository, CC BY 4.0). A stratified 70/30 split (seed 0) gives:
 Models, both predicting the diagnosis (malignant / benign):
 
 - models/gbm.skops: scikit-learn GradientBoostingClassifier (100 trees of depth 3), saved with skops.
-- models/mlp.pt:    a 30-64-64-2 PyTorch MLP with input standardisation built in, TorchScript;
+- models/mlp.pt2:   a 30-64-64-2 PyTorch MLP with input standardisation built in, saved with torch.export
+                    (a dynamic batch dimension);
                     outputs logits in the order [malignant, benign].
 
 Run: ``python sample_audits/breast_cancer/build.py`` (``make demo`` runs it when models are missing).
@@ -60,7 +61,7 @@ def train_gbm(train: pd.DataFrame) -> GradientBoostingClassifier:
     return model.fit(train.drop(columns="diagnosis"), train["diagnosis"])
 
 
-def train_mlp(train: pd.DataFrame) -> torch.jit.ScriptModule:
+def train_mlp(train: pd.DataFrame) -> MLP:
     torch.manual_seed(0)
     X = torch.tensor(train.drop(columns="diagnosis").to_numpy(), dtype=torch.float32)
     y = torch.tensor([CLASSES.index(v) for v in train["diagnosis"]], dtype=torch.long)
@@ -72,7 +73,7 @@ def train_mlp(train: pd.DataFrame) -> torch.jit.ScriptModule:
         loss.backward()
         optimiser.step()
     model.eval()
-    return torch.jit.script(model)
+    return model
 
 
 def main() -> None:
@@ -85,7 +86,9 @@ def main() -> None:
     gbm = train_gbm(train)
     sio.dump(gbm, HERE / "models" / "gbm.skops")
     mlp = train_mlp(train)
-    torch.jit.save(mlp, str(HERE / "models" / "mlp.pt"))
+    example = torch.zeros(4, 30)
+    program = torch.export.export(mlp, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(HERE / "models" / "mlp.pt2"))
 
     X_test = test.drop(columns="diagnosis")
     gbm_acc = (gbm.predict(X_test) == test["diagnosis"]).mean()

@@ -14,8 +14,8 @@ Models, both predicting the credit risk (good / bad; "bad" is the adverse outcom
 
 - models/gbm_pipeline.skops: scikit-learn Pipeline(ColumnTransformer(OneHotEncoder for the 13
   categorical attributes, StandardScaler for the 7 numeric ones), GradientBoostingClassifier).
-- models/mlp.pt: PyTorch MLP (61 inputs: numeric attributes as they are, categorical one-hot in
-  the order of CATEGORIES below; standardisation built in), 61-32-16-2, TorchScript, outputs logits
+- models/mlp.pt2: PyTorch MLP (61 inputs: numeric attributes as they are, categorical one-hot in
+  the order of CATEGORIES below; standardisation built in), 61-32-16-2, torch.export, outputs logits
   in the order [good, bad].
 
 Run: ``python sample_audits/credit/build.py`` (``make demo`` runs it when models are missing).
@@ -93,7 +93,7 @@ class MLP(torch.nn.Module):
 
 
 def mlp_inputs(frame: pd.DataFrame, features: list[str], categories: dict[str, list[str]]) -> np.ndarray:
-    """Numeric as is, categorical one-hot in category order: the auditor's TorchScript encoding."""
+    """Numeric as is, categorical one-hot in category order: the auditor's encoding for PyTorch models."""
     cols = []
     for c in features:
         if c in categories:
@@ -134,7 +134,8 @@ def main() -> None:
         torch.nn.functional.cross_entropy(model(X), y).backward()
         optimiser.step()
     model.eval()
-    torch.jit.save(torch.jit.script(model), str(HERE / "models" / "mlp.pt"))
+    program = torch.export.export(model, (X[:4],), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(HERE / "models" / "mlp.pt2"))
 
     gbm_acc = (pipeline.predict(test[features]) == test[TARGET]).mean()
     with torch.no_grad():

@@ -20,6 +20,7 @@ from .evidence import DatasetInfo, Evidence, FeatureInfo, ModelInfo, SampleInfo,
 from .executors import Executor, LocalExecutor
 from .explainers import EXPLAINERS, Batch, Observation
 from .findings import evaluate
+from .formats import caught
 from .modalities import Modality, modality_of
 from .models import ModelAdapter, file_sha256
 from .performance import measure_groups, measure_performance
@@ -124,7 +125,9 @@ def run_audit(plan: RunPlan, prepared: list[Prepared], *, progress: ProgressFact
         key = (p.dataset.spec.id, p.background.spec.id)
         if p.modality.checks_data and key not in checks:
             checks[key] = check_data(p.dataset, p.background, policy.data_checks)
-    subjects = [_audit_subject(plan, p, progress, executor) for p in prepared]
+    with caught() as seen:  # library warnings are recorded in the evidence, never printed
+        subjects = [_audit_subject(plan, p, progress, executor) for p in prepared]
+    raised = sorted(set(seen.texts) | set(executor.warnings))  # the same list whichever executor explained
     policy_dump = canonical_json(policy)
     evidence = evidence_types().Evidence(
         auditor_version=__version__,
@@ -134,7 +137,8 @@ def run_audit(plan: RunPlan, prepared: list[Prepared], *, progress: ProgressFact
         overrides=dict(plan.overrides),
         data_checks=list(checks.values()),
         subjects=subjects,
-        warnings=[w for p in prepared for w in p.model.warnings],
+        warnings=[w for p in prepared for w in p.model.warnings] + [
+            f"A library warned while the audit ran (recorded here once, not shown on the terminal): {t}" for t in raised],
     )
     evidence.findings = evaluate(policy, evidence)
     evidence.finding_counts = {k: sum(f.status == k for f in evidence.findings) for k in ("pass", "warn", "fail")}

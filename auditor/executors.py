@@ -49,19 +49,35 @@ def chunks(batch: Batch, size: int | None = None) -> list[Batch]:
     return out
 
 
-def _explain_chunk(explainer, model, chunk: Batch, background: np.ndarray, seed: int, threads: int | None = None):
-    """What one worker runs: a local explainer on one chunk (no progress callback crosses processes)."""
+def _explain_chunk(explainer, model, chunk: Batch, background: np.ndarray, seed: int, threads: int | None = None,
+                   progress=None):
+    """What runs one chunk, here or on a worker: (results, parameters, the library warnings it raised, as texts).
+    No progress callback crosses processes."""
+    from .formats import caught
+
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    return explainer.explain(model, chunk, background=background, seed=seed)
+    with caught() as seen:
+        results, parameters = explainer.explain(model, chunk, background=background, seed=seed, progress=progress)
+    return results, parameters, seen.texts
 
 
 class Executor:
-    """Runs a local explainer over a batch of decisions; returns (results in batch order, parameters)."""
+    """Runs a local explainer over a batch of decisions; returns (results in batch order, parameters).
+
+    Library warnings raised while explaining are caught where they are raised (in this process or on a
+    worker) and collected in ``warnings``, once each, instead of being printed."""
 
     name: str = "local"
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.__dict__.setdefault("_warnings", [])
+
+    def _record(self, texts: list[str]) -> None:
+        self.warnings.extend(t for t in texts if t not in self.warnings)
 
     def explain(self, explainer, model, batch: Batch, *, background: np.ndarray, seed: int, progress=None):
         raise NotImplementedError
@@ -87,10 +103,13 @@ class LocalExecutor(Executor):
     def explain(self, explainer, model, batch: Batch, *, background: np.ndarray, seed: int, progress=None):
         results, parameters = [], None
         for chunk in chunks(batch):
-            part, parameters = explainer.explain(model, chunk, background=background, seed=seed, progress=progress)
+            part, parameters, texts = _explain_chunk(explainer, model, chunk, background, seed, progress=progress)
             results.extend(part)
+            self._record(texts)
         if parameters is None:  # an empty batch
-            return explainer.explain(model, batch, background=background, seed=seed, progress=progress)
+            part, parameters, texts = _explain_chunk(explainer, model, batch, background, seed, progress=progress)
+            self._record(texts)
+            return part, parameters
         return results, parameters
 
 
@@ -156,7 +175,7 @@ class DaskExecutor(Executor):
                                            progress=progress)
         parts = chunks(batch)
         if not parts:
-            return explainer.explain(model, batch, background=background, seed=seed)
+            return LocalExecutor.explain(self, explainer, model, batch, background=background, seed=seed)
         model_f, background_f = self._ship(model), self._ship(background)
         futures = {self.client.submit(_explain_chunk, explainer, model_f, part, background_f, seed, self._threads,
                                       pure=False): i for i, part in enumerate(parts)}
@@ -166,6 +185,8 @@ class DaskExecutor(Executor):
             if progress:
                 progress(len(parts[futures[future]]))
         results = [r for i in range(len(parts)) for r in done[i][0]]
+        for i in range(len(parts)):  # in chunk order, as the local executor records them
+            self._record(done[i][2])
         return results, done[0][1]
 
     def describe(self) -> str:

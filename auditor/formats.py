@@ -94,7 +94,8 @@ class Loaded:
 
 class caught:
     """Collect the warnings raised inside the block as texts (library, category, message), once each, instead
-    of printing them: ``with caught() as seen: ...; seen.texts``."""
+    of printing them: ``with caught() as seen: ...; seen.texts``. Deprecation notices are dropped: they tell a
+    developer about a library's future (TorchScript's, say), not a reviewer about this audit's results."""
 
     def __init__(self) -> None:
         self.texts: list[str] = []
@@ -108,6 +109,8 @@ class caught:
     def __exit__(self, *exc) -> None:
         self._manager.__exit__(*exc)
         for w in self._log:
+            if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning)):
+                continue
             text = describe_warning(w)
             if text not in self.texts:
                 self.texts.append(text)
@@ -131,8 +134,7 @@ def load_tabular(spec, path: Path) -> Loaded:
     """The model file of a tabular model ``spec`` (its ``format``), loaded without printing anything."""
     with caught() as seen:
         loaded = _LOADERS[spec.format](spec, path)
-    loaded.warnings = [f"Loading {path.name}: {t}" for t in seen.texts
-                       if not t.startswith("torch DeprecationWarning")] + loaded.warnings
+    loaded.warnings = [f"Loading {path.name}: {t}" for t in seen.texts] + loaded.warnings
     return loaded
 
 

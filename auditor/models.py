@@ -221,7 +221,16 @@ class ModelAdapter(ClassifierView):
 
 def load_model(spec: ModelSpec, policy: Policy, dataset: Dataset, background: Dataset | None = None) -> ModelAdapter:
     """Load a model and check that it fits ``dataset``: features, classes and output shape, and that it takes
-    the missing values of ``dataset`` and its ``background`` (reference data) as they are."""
+    the missing values of ``dataset`` and its ``background`` (reference data) as they are. Library warnings
+    raised while checking are kept in the adapter's ``warnings`` (and the evidence), not printed."""
+    with caught() as seen:
+        adapter = _load_model(spec, policy, dataset, background)
+    adapter.warnings.extend(f"Checking model {spec.id!r}: {t}" for t in seen.texts
+                            if f"Checking model {spec.id!r}: {t}" not in adapter.warnings)
+    return adapter
+
+
+def _load_model(spec: ModelSpec, policy: Policy, dataset: Dataset, background: Dataset | None) -> ModelAdapter:
     path = policy.resolve(spec.path)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found (models[{spec.id}].path)", hint="correct the path")

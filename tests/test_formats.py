@@ -234,3 +234,37 @@ def test_every_format_is_in_the_policy_schema_with_its_description():
     assert set(spec["enum"]) == set(FORMATS)
     for f in FORMATS.values():
         assert f.description in spec["description"]
+
+
+def test_library_warnings_are_recorded_once_and_never_printed(data):
+    """An XGBoost pipeline gives float32 probabilities, and scikit-learn's metrics warn that they do not sum to
+    one: the warning goes into the evidence once, not onto the terminal."""
+    import subprocess
+    import sys
+
+    import skops.io as sio
+    import xgboost
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    folder, train, test = data
+    train, test = train.assign(y=(train.y == "good").astype(int)), test.assign(y=(test.y == "good").astype(int))
+    train.to_csv(folder / "bg.csv", index=False)
+    test.to_csv(folder / "audit.csv", index=False)
+    pipe = Pipeline([("encode", ColumnTransformer([("h", OneHotEncoder(), ["housing"])], remainder="passthrough")),
+                     ("xgb", xgboost.XGBClassifier(n_estimators=30, max_depth=3))]).fit(train[FEATURES], train.y)
+    sio.dump(pipe, folder / "pipe.skops")
+    policy = policy_for(folder, {"path": "pipe.skops", "format": "skops", "classes": None,
+                                 "trusted_libraries": ["xgboost"]}, classes=(0, 1))
+    out = folder / "out"
+    run = subprocess.run([str(Path(sys.executable).parent / "auditor"), "run", str(policy), "--out", str(out)],
+                         capture_output=True, text=True, cwd=folder)
+    assert run.returncode in (0, 1), run.stderr
+    assert "Warning" not in run.stderr and "warnings.warn" not in run.stderr, run.stderr
+    import json
+
+    warned = json.loads((out / "evidence.json").read_text())["warnings"]
+    library = [w for w in warned if "A library warned" in w]
+    assert len(library) == len(set(library)) >= 1
+    assert any("do not sum to one" in w for w in library), warned

@@ -39,6 +39,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
+from ..datasets import python_label
 from ..numbers import listed
 from .base import (Batch, Explainer, ExplainerSpec, MethodSummary, Notes, Observation, Progress, decision_seed,
                    named_features)
@@ -54,6 +55,10 @@ class CounterfactualsSpec(ExplainerSpec):
     )
     count: int = Field(default=3, ge=1, le=20, description="Counterfactuals asked for per decision.")
     immutable: list[str] = Field(default_factory=list, description="Features a counterfactual must not change.")
+    desired: int | str = Field(
+        default="any other",
+        description="The decision a counterfactual must reach: a class label, or 'any other' (any class but the "
+        "decision's; for a binary model, the other class). A decision already of the desired class has none to find.")
     fillable: list[str] = Field(
         default_factory=list,
         description="Features a counterfactual may give a value where the decision's is missing (by default a "
@@ -94,13 +99,13 @@ class Counterfactual(BaseModel):
 class CounterfactualsResult(BaseModel):
     method: Literal["counterfactuals"] = "counterfactuals"
     original_label: int | str
-    asked: int
+    asked: int = Field(description="Counterfactuals asked for: 0 when the decision already is the desired class.")
     returned: int = Field(description="Counterfactuals the search returned.")
     dropped_not_flipping: int = Field(description="Returned but the model does not decide them the other way.")
     dropped_constraint_violations: int = Field(description="Flipped but changed an immutable feature or left a range.")
     counterfactuals: list[Counterfactual]
     valid: int | None = Field(default=None, description="Valid counterfactuals (those listed).")
-    validity: float = Field(description="Valid counterfactuals / asked.")
+    validity: float = Field(description="Valid counterfactuals / asked (1 when none was asked).")
     proximity: float | None = Field(description="Mean distance of valid counterfactuals (lower is closer).")
     sparsity: float | None = Field(description="Mean number of features changed (lower is simpler).")
     diversity: float | None = Field(description="Mean pairwise distance among valid counterfactuals (higher is more varied).")
@@ -163,11 +168,12 @@ class Counterfactuals(Explainer):
         if not results:
             return None, []
         prox = [r.proximity for r in results if r.proximity is not None]
-        none = [i for i, r in zip(decision_ids, results) if not r.counterfactuals]
+        none = [i for i, r in zip(decision_ids, results) if r.asked and not r.counterfactuals]
+        searched = [r for r in results if r.asked] or results
         summary = CounterfactualsSummary(
             decisions=len(results), asked=sum(r.asked for r in results),
             valid=sum(len(r.counterfactuals) for r in results),
-            validity=statistics.fmean(r.validity for r in results), min_validity=min(r.validity for r in results),
+            validity=statistics.fmean(r.validity for r in searched), min_validity=min(r.validity for r in searched),
             mean_proximity=float(sum(prox) / len(prox)) if prox else None,
             not_flipping=sum(r.dropped_not_flipping for r in results),
             constraint_violations=sum(r.dropped_constraint_violations for r in results), none_found=none)
@@ -195,6 +201,14 @@ class Counterfactuals(Explainer):
             for j, name in enumerate(getattr(spec, key)):
                 if name not in names:
                     problems.append((f"{key}[{j}]", f"unknown feature {name!r}", f"use one of: {', '.join(names)}"))
+        labels = [python_label(c) for c in model.classes]
+        if spec.desired != "any other" and python_label(spec.desired) not in labels:
+            problems.append(("desired", f"{spec.desired!r} is not a class of model {model.id!r} ({labels})",
+                             f"use one of: {', '.join(map(str, labels))}, or 'any other'"))
+        if spec.desired == "any other" and spec.engine == "reference" and len(labels) > 2:
+            problems.append(("desired", f"dice-ml searches towards one class, and model {model.id!r} has "
+                             f"{len(labels)}", f"name the class: desired: <one of {', '.join(map(str, labels))}>, "
+                             "or use the batched engine"))
         missing = getattr(model, "missing_features", ())
         if missing and spec.engine == "reference":
             problems.append(("engine", f"dice-ml cannot search data with missing values, and "
@@ -224,25 +238,29 @@ class Counterfactuals(Explainer):
                                  "remove one of the two"))
         return problems
 
-    def explain(self, model, batch: Batch, *, background, seed, progress: Progress | None = None):
-        from ..errors import ExplanationError
+    def targets(self, model, proba: np.ndarray) -> np.ndarray:
+        """Per decision the class index to reach, or ``-1 - c`` for any class but its own ``c``."""
+        original = proba.argmax(axis=1)
+        if self.spec.desired != "any other":
+            return np.full(len(proba), model.classes.index(python_label(self.spec.desired)))
+        return 1 - original if len(model.classes) == 2 else -1 - original
 
-        if len(model.classes) != 2:
-            raise ExplanationError(f"counterfactuals: model {model.id!r} has {len(model.classes)} classes; "
-                                   "this version supports binary models ('the other class')")
+    def explain(self, model, batch: Batch, *, background, seed, progress: Progress | None = None):
         names = model.space.names
         vary = [n for n in names if n not in self.spec.immutable]
         spans = _spans(background)
         proba = model.predict_proba(batch.X)
+        targets = self.targets(model, proba)
         if self.spec.engine == "batched":
             found = BatchedRandomSearch(model, background, vary, self.spec.permitted_range, self.spec.fillable).run(
-                batch, proba, self.spec.count, seed, progress)
+                batch, proba, self.spec.count, seed, progress, targets)
         else:
-            found = self._dice(model, batch, background, vary, seed, progress)
-        results = [self._validate(model, batch.X[k], proba[k], rows, spans) for k, rows in enumerate(found)]
+            found = self._dice(model, batch, background, vary, seed, progress, targets)
+        results = [self._validate(model, batch.X[k], proba[k], rows, spans, targets[k]) for k, rows in enumerate(found)]
         return results, {"features_to_vary": vary, "engine": self.spec.engine}
 
-    def _dice(self, model, batch: Batch, background, vary: list[str], seed: int, progress) -> list[np.ndarray]:
+    def _dice(self, model, batch: Batch, background, vary: list[str], seed: int, progress,
+              targets: np.ndarray) -> list[np.ndarray]:
         """dice-ml's generate_counterfactuals per decision; the candidates as feature-space rows."""
         import dice_ml
 
@@ -268,7 +286,8 @@ class Counterfactuals(Explainer):
             with _quiet():
                 try:
                     out = dice.generate_counterfactuals(
-                        query, total_CFs=self.spec.count, desired_class="opposite", features_to_vary=vary,
+                        query, total_CFs=self.spec.count, features_to_vary=vary,
+                        desired_class="opposite" if len(model.classes) == 2 else int(targets[k]),
                         permitted_range=ranges or None, posthoc_sparsity_algorithm="binary", verbose=False, **kwargs)
                     cfs = out.cf_examples_list[0].final_cfs_df
                 except Exception as exc:  # DiCE raises when it finds nothing ("No counterfactuals found")
@@ -283,15 +302,22 @@ class Counterfactuals(Explainer):
                 progress(1)
         return found
 
-    def _validate(self, model, x: np.ndarray, p: np.ndarray, X_cf: np.ndarray, spans) -> CounterfactualsResult:
-        """Re-score the candidates ``X_cf`` (feature-space rows) and keep those that flip and obey the constraints."""
+    def _validate(self, model, x: np.ndarray, p: np.ndarray, X_cf: np.ndarray, spans,
+                  target: int | None = None) -> CounterfactualsResult:
+        """Re-score the candidates ``X_cf`` (feature-space rows) and keep those that reach the target class (any
+        but the decision's for ``-1 - c``) and obey the constraints."""
         space = model.space
         original = int(p.argmax())
+        if target is None:  # any other class
+            target = 1 - original if len(model.classes) == 2 else -1 - original
         valid, not_flipping, violations = [], 0, 0
+        if original == target:  # already the desired class: nothing to find
+            X_cf = X_cf[:0]
         if len(X_cf):
             proba = model.predict_proba(X_cf)
             for row, pr in zip(X_cf, proba):
-                if int(pr.argmax()) == original:
+                decided = int(pr.argmax())
+                if decided == original or (target >= 0 and decided != target):
                     not_flipping += 1
                 elif not self._respects_constraints(space, x, row):
                     violations += 1
@@ -308,15 +334,16 @@ class Counterfactuals(Explainer):
                 distance=_distance(space, x, row, spans),
             ))
         rows = [r for r, _ in valid]
+        asked = 0 if original == target else self.spec.count
         return CounterfactualsResult(
             original_label=model.classes[original],
-            asked=self.spec.count,
+            asked=asked,
             returned=len(X_cf),
             dropped_not_flipping=not_flipping,
             dropped_constraint_violations=violations,
             counterfactuals=cfs,
             valid=len(cfs),
-            validity=len(cfs) / self.spec.count,
+            validity=len(cfs) / asked if asked else 1.0,
             proximity=float(np.mean([c.distance for c in cfs])) if cfs else None,
             sparsity=float(np.mean([len(c.changes) for c in cfs])) if cfs else None,
             diversity=float(np.mean([_distance(space, a, b, spans) for a, b in combinations(rows, 2)]))

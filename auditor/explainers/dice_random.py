@@ -67,15 +67,19 @@ class BatchedRandomSearch:
         # DiCE visits continuous features from the widest threshold down (a stable sort)
         self.sparsity_order = sorted(self.thresholds, key=lambda i: -self.thresholds[i])
 
-    def run(self, batch: Batch, proba: np.ndarray, count: int, seed: int, progress) -> list[np.ndarray]:
+    def run(self, batch: Batch, proba: np.ndarray, count: int, seed: int, progress,
+            targets: np.ndarray | None = None) -> list[np.ndarray]:
+        """Counterfactuals per decision. ``targets``: per decision the class to reach, or ``-1 - c`` for any class
+        but ``c`` (multiclass 'any other'); default, for binary models, the other class."""
         per_chunk = max(1, self.CHUNK_ROWS // self.SAMPLE_SIZE)
+        if targets is None:
+            targets = 1 - proba.argmax(axis=1)
         found = []
         for start in range(0, len(batch), per_chunk):
             rows = np.arange(start, min(start + per_chunk, len(batch)))
             rngs = [np.random.default_rng(decision_seed(seed, batch.ids[k])) for k in rows]
-            targets = 1 - proba[rows].argmax(axis=1)
-            chosen = self._search(batch.X[rows], targets, rngs, count)
-            found.extend(self._sparsify(batch.X[rows], targets, chosen))
+            chosen = self._search(batch.X[rows], targets[rows], rngs, count)
+            found.extend(self._sparsify(batch.X[rows], targets[rows], chosen))
             if progress:
                 progress(len(rows))
         return found
@@ -127,7 +131,7 @@ class BatchedRandomSearch:
                 candidates[k, every, feature] = draws[k, every, feature]
             p = self.model.predict_proba(candidates[live].reshape(-1, n)).reshape(len(live), size, -1)
             for j, k in enumerate(live):
-                hits = p[j, :, targets[k]] >= self.THRESHOLD
+                hits = self._reaches(p[j], np.full(size, targets[k]))
                 if hits.any():
                     pools[k] = np.unique(np.concatenate([pools[k], candidates[k, hits]]), axis=0)
                 if round_ >= 2 and len(pools[k]) >= count:
@@ -203,8 +207,16 @@ class BatchedRandomSearch:
         """Whether each row, with ``feature`` set to ``values``, is still of its target class."""
         trial = rows.copy()
         trial[:, feature] = values
-        p = self.model.predict_proba(trial)
-        return p[np.arange(len(trial)), targets] >= self.THRESHOLD
+        return self._reaches(self.model.predict_proba(trial), targets)
+
+    def _reaches(self, p: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Whether each row's probabilities ``p`` (rows, classes) reach its target: for two classes the target's
+        probability at least DiCE's threshold; for more, the target class decided (or, for ``-1 - c``, any class
+        but ``c``)."""
+        if p.shape[1] == 2:
+            return p[np.arange(len(p)), targets] >= self.THRESHOLD
+        predicted = p.argmax(axis=1)
+        return np.where(targets >= 0, predicted == targets, predicted != -1 - targets)
 
 
 def _decimals(column: np.ndarray) -> int:

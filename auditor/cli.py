@@ -303,6 +303,34 @@ def validate(policy: Path) -> None:
 
 
 @cli.command()
+@click.option("--model", "model", required=True, type=click.Path(path_type=Path),
+              help="The model file (.skops, .pt2, .pt, .onnx, .ubj/.json, .txt) or a transformers folder.")
+@click.option("--data", "data", required=True, type=click.Path(path_type=Path), help="The data to audit on (CSV).")
+@click.option("--target", required=True, help="The column holding the true outcome.")
+@click.option("--background", type=click.Path(path_type=Path), default=None,
+              help="Reference data (e.g. the training data) the explainers compare with; default: the data itself.")
+@click.option("--audience", type=click.Choice(["finance", "medical"]), default="medical", show_default=True)
+@click.option("-o", "--out", "out", type=click.Path(path_type=Path), default=Path("policy.yaml"), show_default=True)
+@click.option("--force", is_flag=True, help="Replace the file if it exists.")
+def init(model: Path, data: Path, target: str, background: Path | None, audience: str, out: Path, force: bool) -> None:
+    """Write a draft policy for a model and its data that validates as written.
+
+    Features, their types and categories come from the data and are checked against the model; TODO marks
+    what only a person can say (intended use, population, reviewers). Check it, then `auditor run` it.
+    """
+    from .drafts import draft_policy
+
+    if out.exists() and not force:
+        raise AuditorError(f"{out}: the file exists", hint="choose another -o, or add --force to replace it")
+    for name, path in (("--model", model), ("--data", data), ("--background", background)):
+        if path is not None and not path.exists():
+            raise AuditorError(f"{path}: not found ({name})", hint="correct the path")
+    written = draft_policy(model, data, target, out=out, background=background, audience=audience)
+    click.echo(f"Wrote {written}: a draft policy that validates. Replace its TODOs, check the features and "
+               f"classes, then: auditor run {written}", err=True)
+
+
+@cli.command()
 @click.option("--evidence", is_flag=True, help="Print the JSON Schema of evidence.json instead of the policy's.")
 def schema(evidence: bool) -> None:
     """Print the JSON Schema of the policy file (for editor autocompletion)."""

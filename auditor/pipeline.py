@@ -25,7 +25,7 @@ from .provenance import MANIFEST, SIGNATURE, build_manifest, canonical_bytes, en
 from .report import render_html, render_pdf
 from .signing import Identity, load_identity
 
-__all__ = ["RunOutcome", "RerunOutcome", "execute", "rerun", "resolve_identity"]
+__all__ = ["RunOutcome", "RerunOutcome", "execute", "exit_code", "package", "rerun", "resolve_identity"]
 
 
 @dataclass
@@ -119,12 +119,6 @@ def _execute(plan: RunPlan, identity, run_id: str, started: datetime, *, out: Pa
     if executor.name != "local":
         say(f"  explainers run on {executor.describe()}")
     evidence = run_audit(plan, prepared, progress=progress, executor=executor)
-    evidence_bytes = evidence.to_json().encode("utf-8")
-    files: dict[str, bytes] = {
-        "evidence.json": evidence_bytes,
-        "evidence.schema.json": (json.dumps(evidence_json_schema(), indent=2) + "\n").encode("utf-8"),
-        "policy.yaml": policy.file.read_bytes(),
-    }
     changes = None
     if compare_to:
         from .diff import diff_audits
@@ -134,7 +128,27 @@ def _execute(plan: RunPlan, identity, run_id: str, started: datetime, *, out: Pa
             say("  no earlier completed run of this audit to compare with")
         else:
             changes = diff_audits(previous[0], previous[1], evidence, None)
-            files["changes.json"] = (changes.model_dump_json(indent=2) + "\n").encode("utf-8")
+    files, manifest = package(plan, prepared, evidence, identity=identity, run_id=run_id, started=started,
+                              changes=changes, say=say)
+    write_atomically(out, files, force=force)
+    return RunOutcome(out, evidence, manifest, identity is not None, sorted(files))
+
+
+def package(plan: RunPlan, prepared, evidence: Evidence, *, identity=None, run_id: str | None = None,
+            started: datetime | None = None, changes=None, say=lambda *a: None) -> tuple[dict[str, bytes], dict]:
+    """Every output file of a computed audit, signed last: the evidence and its schema, the policy, the report
+    (HTML, PDF with its signature), the manifest and the manifest's signature. Nothing is written here."""
+    policy = plan.policy
+    run_id = run_id or uuid.uuid4().hex
+    started = started or datetime.now(timezone.utc)
+    evidence_bytes = evidence.to_json().encode("utf-8")
+    files: dict[str, bytes] = {
+        "evidence.json": evidence_bytes,
+        "evidence.schema.json": (json.dumps(evidence_json_schema(), indent=2) + "\n").encode("utf-8"),
+        "policy.yaml": policy.file.read_bytes(),
+    }
+    if changes is not None:
+        files["changes.json"] = (changes.model_dump_json(indent=2) + "\n").encode("utf-8")
     signer = identity.describe() if identity else None
     say("  rendering HTML")
     html = render_html(evidence, generated_at=started, signer=signer,
@@ -154,8 +168,7 @@ def _execute(plan: RunPlan, identity, run_id: str, started: datetime, *, out: Pa
     files[MANIFEST] = canonical_bytes(manifest)
     if identity:
         files[SIGNATURE] = identity.sign_manifest(files[MANIFEST])  # last: nothing partial is ever signed
-    write_atomically(out, files, force=force)
-    return RunOutcome(out, evidence, manifest, identity is not None, sorted(files))
+    return files, manifest
 
 
 def exit_code(evidence: Evidence) -> int:

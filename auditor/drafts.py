@@ -1,0 +1,252 @@
+"""Draft policies from a model and its data: what ``auditor init`` writes and what ``auditor.audit`` runs.
+
+The draft infers what the files say (the model's format from its suffix, each column's type and categories,
+an obvious id column, the kind of data: table, image files or text) and marks with ``TODO`` what only a person
+can say (intended use, population, reviewers). It always validates as written; :func:`draft_policy` checks that
+by loading it and its models before returning.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .errors import AuditorError, DataError
+from .formats import FORMATS
+
+__all__ = ["SUFFIX_FORMATS", "draft_policy", "draft_tree", "infer_features", "policy_text"]
+
+SUFFIX_FORMATS = {".skops": "skops", ".pt2": "torch_export", ".pt": "torchscript", ".onnx": "onnx",
+                  ".ubj": "xgboost", ".json": "xgboost", ".txt": "lightgbm"}
+_IMAGE_SUFFIXES = (".png", ".dcm")
+TODO = "TODO"
+
+
+def format_of(model: Path) -> str:
+    if model.is_dir():
+        return "huggingface"
+    fmt = SUFFIX_FORMATS.get(model.suffix.lower())
+    if fmt is None:
+        raise AuditorError(f"{model}: cannot tell the model's format from its suffix {model.suffix!r}",
+                           hint="use " + ", ".join(f"{s} ({f})" for s, f in SUFFIX_FORMATS.items())
+                                + ", or a transformers folder")
+    return fmt
+
+
+def _id_column(frame: pd.DataFrame, target: str) -> str | None:
+    for column in frame.columns:
+        name = str(column).lower()
+        idlike = name in ("id", "case", "patient") or name.endswith(("_id", " id", "id_"))
+        if column != target and idlike and frame[column].notna().all() and frame[column].is_unique:
+            return str(column)
+    return None
+
+
+def infer_features(frame: pd.DataFrame, exclude: set[str], order: list[str] | None = None) -> list[dict[str, Any]]:
+    """One entry per column not excluded (in ``order`` when the model names its inputs): numeric when pandas
+    reads it as numbers (missing values allowed), else categorical with its values sorted as categories."""
+    columns = order or [str(c) for c in frame.columns if str(c) not in exclude]
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"the model takes {missing[:5]}, which the data lack",
+                        hint="give the data the model was trained on (its column names)")
+    out = []
+    for name in columns:
+        column = frame[name]
+        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+            out.append({"name": name, "display_name": name})
+        else:
+            values = sorted({v for v in column.dropna().tolist()}, key=lambda v: (str(type(v)), str(v)))
+            out.append({"name": name, "display_name": name, "type": "categorical",
+                        "categories": [v.item() if isinstance(v, np.generic) else v for v in values]})
+    return out
+
+
+def _kind(frame: pd.DataFrame, fmt: str, target: str) -> tuple[str, dict[str, Any]]:
+    """tabular, image (a column of image files) or text (a transformers model's longest text column)."""
+    for column in frame.columns:
+        values = frame[column].dropna().astype(str)
+        if len(values) and values.str.lower().str.endswith(_IMAGE_SUFFIXES).all():
+            masks = [c for c in frame.columns if c != column and "mask" in str(c).lower()]
+            return "image", {"image_column": str(column)} | ({"mask_column": str(masks[0])} if masks else {})
+    if fmt == "huggingface":
+        texts = [c for c in frame.columns if c != target and not pd.api.types.is_numeric_dtype(frame[c])]
+        if not texts:
+            raise DataError("a transformers model needs a text column, and the data have none",
+                            hint="give a CSV with one text per row")
+        longest = max(texts, key=lambda c: frame[c].astype(str).str.len().mean())
+        return "text", {"text_column": str(longest)}
+    return "tabular", {}
+
+
+def _model_inputs(model: Path, fmt: str) -> tuple[list[str] | None, list | None]:
+    """The input column names and class labels a scikit-learn file records (None where it does not)."""
+    if fmt != "skops":
+        return None, None
+    import skops.io as sio
+
+    try:
+        estimator = sio.load(model, trusted=sio.get_untrusted_types(file=model))
+    except Exception as exc:
+        raise AuditorError(f"{model}: not a readable skops file ({exc})") from None
+    names = getattr(estimator, "feature_names_in_", None)
+    classes = getattr(estimator, "classes_", None)
+    return ([str(n) for n in names] if names is not None else None,
+            [c.item() if isinstance(c, np.generic) else c for c in classes] if classes is not None else None)
+
+
+def draft_tree(model: Path, data: Path, target: str, *, policy_dir: Path, background: Path | None = None,
+               audience: str = "medical", audit_id: str | None = None, title: str | None = None,
+               intended_use: str | None = None, owner: str | None = None, sample: int = 20, seed: int = 0,
+               trusted_types: list[str] | None = None, trust: str | None = None, classes: list | None = None,
+               positive_class=None, explanations: list | None = None) -> dict[str, Any]:
+    """The policy as a mapping (paths relative to ``policy_dir``)."""
+    model, data = Path(model), Path(data)
+    fmt = "joblib" if trust == "pickle" else format_of(model)
+    try:
+        frame = pd.read_csv(data)
+    except Exception as exc:
+        raise DataError(f"{data}: cannot read as CSV: {exc}", hint="give the data as a CSV file") from None
+    if target not in frame.columns:
+        raise DataError(f"{data}: no column {target!r} (--target)", hint=f"the columns are: {', '.join(map(str, frame.columns))}")
+    kind, media = _kind(frame, fmt, target)
+    id_column = _id_column(frame, target)
+    names, file_classes = _model_inputs(model, fmt)
+    labels = sorted({v.item() if isinstance(v, np.generic) else v for v in frame[target].dropna()}, key=str)
+    dataset: dict[str, Any] = {"id": "audited", "path": os.path.relpath(data, policy_dir), "target": target}
+    if kind != "tabular":
+        dataset["kind"] = kind
+    if id_column:
+        dataset["id_column"] = id_column
+    dataset |= media
+    exclude = {target, id_column} | set(media.values()) | {c for c in frame.columns if "rationale" in str(c)}
+    if kind == "tabular":
+        dataset["features"] = infer_features(frame, exclude, order=names)
+    entry: dict[str, Any] = {"id": model.stem.replace(" ", "_")[:64] or "model", "path": os.path.relpath(model, policy_dir),
+                             "format": fmt}
+    if trusted_types:
+        entry["trusted_types"] = list(trusted_types)
+    if trust:
+        entry["trust"] = trust
+    listed = classes or (None if file_classes is not None else labels)
+    if listed is not None and FORMATS[fmt].needs_classes or classes:
+        entry["classes"] = list(listed)
+    if positive_class is not None:
+        entry["positive_class"] = positive_class
+    datasets = [dataset]
+    pair = {"model": entry["id"], "dataset": "audited"}
+    if background is not None:
+        datasets.append(copy.deepcopy({k: v for k, v in dataset.items() if k not in ("id", "path")})
+                        | {"id": "reference", "path": os.path.relpath(Path(background), policy_dir)})
+        pair["background"] = "reference"
+    binary = len(file_classes or classes or labels) == 2
+    if explanations is None:
+        explanations = _explanations(kind, fmt, binary)
+    return {
+        "version": 1,
+        "audit": {"id": audit_id or f"{entry['id']}-audit".replace("_", "-")[:64], "audience": audience,
+                  "title": title or f"{entry['id']} — explainability audit", "owner": owner or TODO,
+                  "reviewers": [], "intended_use": intended_use or TODO, "population": TODO},
+        "models": [entry],
+        "datasets": datasets,
+        "audited": [pair],
+        "sample": {"size": sample, "strategy": "stratified", "seed": seed},
+        "explanations": explanations,
+        "report": {"formats": ["html", "pdf"]},
+    }
+
+
+def _explanations(kind: str, fmt: str, binary: bool) -> list[dict[str, Any]]:
+    gradients = FORMATS[fmt].gradients
+    if kind == "image":
+        return ([{"type": "integrated_gradients", "n_steps": 32}] if gradients else []) + [
+            {"type": "lime_image", "num_samples": 500}] + (
+            [{"type": "gradcam"}] if FORMATS[fmt].layers else [])
+    if kind == "text":
+        return [{"type": "layer_integrated_gradients"}, {"type": "lime_text", "num_samples": 500}]
+    out = [{"type": "lime", "num_samples": 2000}, {"type": "shapley", "background_rows": 100}]
+    if gradients:
+        out.insert(0, {"type": "integrated_gradients", "n_steps": 32})
+    return out + [{"type": "rules", "max_depth": 3}, {"type": "counterfactuals", "count": 3},
+                  {"type": "permutation_importance", "n_repeats": 5}]
+
+
+_HEADER = """# Draft policy written by `auditor init`. It validates as written; before the audit is relied on,
+# replace every TODO and check what the data could not say: display names and units, which features are
+# immutable for counterfactuals, the class of interest, and the thresholds the findings must meet.
+"""
+
+_THRESHOLDS = """
+# Findings the audit must pass (examples; uncomment and set the bounds your model-risk policy requires):
+# thresholds:
+#   - {metric: performance.roc_auc, min: 0.7, warn_min: 0.75}
+#   - {metric: rules.fidelity, min: 0.75, warn_min: 0.8}
+#   - {metric: shapley.max_efficiency_gap, max: 0.05}
+#   - {metric: data.overlap_share, max: 0}          # the audited rows are not reference rows
+#   - {metric: stability.psi, by: score, max: 0.25, warn_max: 0.1}
+"""
+
+
+class _Flow(dict):
+    """A mapping written on one line: a feature, as the sample policies write them."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(_Flow, lambda dumper, data: dumper.represent_mapping("tag:yaml.org,2002:map", data.items(),
+                                                                            flow_style=True))
+
+
+def _flow_features(datasets: list[dict]) -> list[dict]:
+    return [d | {"features": [_Flow(f) for f in d["features"]]} if "features" in d else d for d in datasets]
+
+
+def policy_text(tree: dict[str, Any]) -> str:
+    """The draft as YAML with its comments: TODO marks what a person must fill in."""
+    parts = [_HEADER]
+    for key in tree:
+        value = tree[key]
+        if key == "datasets":
+            value = _flow_features(value)
+        elif key in ("explanations", "audited"):
+            value = [_Flow(v) for v in value]
+        elif key in ("sample", "report"):
+            value = _Flow(value)
+        block = yaml.dump({key: value}, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=110)
+        if key == "audit":
+            block = block.replace(f"owner: {TODO}", f"owner: {TODO}  # the person or team accountable for the model")
+            block = block.replace("reviewers: []", "reviewers: []  # TODO: who reviews this audit")
+            block = block.replace(f"intended_use: {TODO}", f"intended_use: {TODO}  # what the model decides, for whom")
+            block = block.replace(f"population: {TODO}", f"population: {TODO}  # who the decisions are about")
+        if key == "models" and "classes" in tree["models"][0]:
+            block = block.replace("  classes:", "  # TODO: check the classes are in the order of the model's outputs\n"
+                                  "  classes:", 1)
+        parts.append(block)
+    return "".join(parts) + _THRESHOLDS
+
+
+def draft_policy(model: Path, data: Path, target: str, *, out: Path, **options) -> Path:
+    """Write the draft to ``out`` (atomically) after checking that it loads and that its models fit its data."""
+    from .audit import prepare
+    from .policy import load_policy
+
+    out = Path(out)
+    tree = draft_tree(model, data, target, policy_dir=out.resolve().parent, **options)
+    text = policy_text(tree)
+    temporary = out.with_name(f".{out.name}.draft")
+    temporary.write_text(text, encoding="utf-8")
+    try:
+        prepare(load_policy(temporary))
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    os.replace(temporary, out)
+    return out

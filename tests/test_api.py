@@ -158,3 +158,15 @@ def test_init_refuses_what_it_cannot_draft(tmp_path):
                           "--target", "b", "-o", str(tmp_path / "p.yaml")], capture_output=True, text=True)
     assert run.returncode == 2 and "cannot tell the model's format" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "p.yaml").exists()
+
+
+def test_the_notebook_example_runs(tmp_path, monkeypatch):
+    """sample_audits/notebook/audit_from_python.ipynb: its code cells, run in order in a fresh folder."""
+    notebook = json.loads((REPO / "sample_audits/notebook/audit_from_python.ipynb").read_text())
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), "notebook", "exec"), namespace)  # noqa: S102
+    assert namespace["result"].exit_code == 0
+    assert {"report.html", "report.pdf", "evidence.json", "manifest.json"} <= {p.name for p in namespace["folder"].iterdir()}

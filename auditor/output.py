@@ -16,12 +16,24 @@ from .errors import OutputError
 
 __all__ = ["check_destination", "write_atomically"]
 
+_NAME_MAX = 255  # bytes in one file name on Linux and macOS file systems
+
 
 def check_destination(out: Path, *, force: bool) -> None:
     """Refuse early (before any work) a destination that is a file, or a non-empty folder without --force."""
-    if out.exists() and not out.is_dir():
+    longest = _NAME_MAX - len(".partial-12345678.")  # the temporary folder's name is .<name>.partial-<tag>
+    if len(os.fsencode(out.name)) > longest:
+        raise OutputError(f"{out.name[:40]}...: the output folder's name is {len(os.fsencode(out.name))} bytes long; "
+                          f"at most {longest} can be written atomically", hint="choose a shorter --out folder name")
+    try:
+        exists, is_dir = out.exists(), out.is_dir()
+        not_empty = is_dir and any(out.iterdir())
+    except OSError as exc:  # e.g. a folder it may not read
+        raise OutputError(f"{out}: cannot use as the output folder ({exc.strerror or exc})",
+                          hint="choose another --out path") from None
+    if exists and not is_dir:
         raise OutputError(f"{out}: exists and is not a folder", hint="choose another --out path")
-    if out.is_dir() and any(out.iterdir()) and not force:
+    if not_empty and not force:
         raise OutputError(f"{out}: folder exists and is not empty",
                           hint="choose another --out folder, or pass --force to replace it")
 

@@ -146,7 +146,12 @@ def load_identity(folder: str | Path, passphrase_env: str = PASSPHRASE_ENV) -> I
     from cryptography.hazmat.primitives.serialization import pkcs12
 
     folder = Path(folder)
-    if not folder.is_dir():
+    try:
+        found = folder.is_dir()
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise SigningError(f"{str(folder)[:120]}{'…' if len(str(folder)) > 120 else ''}: cannot open the signing "
+                           f"identity folder ({exc.strerror})", hint="give the path of an identity folder") from None
+    if not found:
         raise SigningError(f"{folder}: signing identity folder not found",
                            hint="create a development identity with `auditor keys init DIR`, or point to yours")
     passphrase = _passphrase(passphrase_env)

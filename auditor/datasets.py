@@ -207,9 +207,10 @@ def load_dataset(spec: DatasetSpec, policy: Policy, space: FeatureSpace | None =
 
     target = frame[spec.target]
     if target.isna().any():
-        rows = list(np.flatnonzero(target.isna().to_numpy())[:5])
+        rows = [int(r) + 1 for r in np.flatnonzero(target.isna().to_numpy())[:5]]
         raise DataError(f"{where}: target column {spec.target!r} has {int(target.isna().sum())} missing value(s), "
-                        f"first at rows {rows}", hint="drop or label these rows before the audit")
+                        f"first at data row(s) {rows} (the first row after the header is 1)", hint="drop or label these rows before the audit: "
+                        "an outcome must be known to measure the model against it")
     y = np.array([python_label(v) for v in target.to_numpy()], dtype=object)
     if len(set(y.tolist())) < 2:
         raise DataError(f"{where}: target column {spec.target!r} has a single class ({y[0]!r})",

@@ -120,13 +120,12 @@ def draft_tree(model: Path, data: Path, target: str, *, policy_dir: Path, backgr
     names, file_classes = _model_inputs(model, fmt)
     labels = sorted({v.item() if isinstance(v, np.generic) else v for v in frame[target].dropna()}, key=str)
     dataset: dict[str, Any] = {"id": "audited", "path": os.path.relpath(data, policy_dir), "target": target}
-    if kind != "tabular":
-        dataset["kind"] = kind
+    dataset["kind"] = kind
     if id_column:
         dataset["id_column"] = id_column
     dataset |= media
     exclude = {target, id_column} | set(media.values()) | {c for c in frame.columns if "rationale" in str(c)}
-    if kind == "tabular":
+    if not media:  # a table: its columns are the features
         dataset["features"] = infer_features(frame, exclude, order=names)
     entry: dict[str, Any] = {"id": model.stem.replace(" ", "_")[:64] or "model", "path": os.path.relpath(model, policy_dir),
                              "format": fmt}
@@ -145,9 +144,8 @@ def draft_tree(model: Path, data: Path, target: str, *, policy_dir: Path, backgr
         datasets.append(copy.deepcopy({k: v for k, v in dataset.items() if k not in ("id", "path")})
                         | {"id": "reference", "path": os.path.relpath(Path(background), policy_dir)})
         pair["background"] = "reference"
-    binary = len(file_classes or classes or labels) == 2
     if explanations is None:
-        explanations = _explanations(kind, fmt, binary)
+        explanations = _explanations(kind, fmt, missing=bool(frame.drop(columns=[target]).isna().any().any()))
     return {
         "version": 1,
         "audit": {"id": audit_id or f"{entry['id']}-audit".replace("_", "-")[:64], "audience": audience,
@@ -162,19 +160,26 @@ def draft_tree(model: Path, data: Path, target: str, *, policy_dir: Path, backgr
     }
 
 
-def _explanations(kind: str, fmt: str, binary: bool) -> list[dict[str, Any]]:
-    gradients = FORMATS[fmt].gradients
-    if kind == "image":
-        return ([{"type": "integrated_gradients", "n_steps": 32}] if gradients else []) + [
-            {"type": "lime_image", "num_samples": 500}] + (
-            [{"type": "gradcam"}] if FORMATS[fmt].layers else [])
-    if kind == "text":
-        return [{"type": "layer_integrated_gradients"}, {"type": "lime_text", "num_samples": 500}]
-    out = [{"type": "lime", "num_samples": 2000}, {"type": "shapley", "background_rows": 100}]
-    if gradients:
-        out.insert(0, {"type": "integrated_gradients", "n_steps": 32})
-    return out + [{"type": "rules", "max_depth": 3}, {"type": "counterfactuals", "count": 3},
-                  {"type": "permutation_importance", "n_repeats": 5}]
+def _explanations(kind: str, fmt: str, *, missing: bool) -> list[dict[str, Any]]:
+    """Every registered family that explains this kind of data and this format, with its defaults: gradient
+    methods for differentiable models (not on data with missing values), layer methods where layers can be
+    hooked, and only families whose defaults need no setting the data cannot give (a layer's name, say)."""
+    from pydantic import ValidationError
+
+    from .explainers import EXPLAINERS
+
+    chosen = []
+    for name, family in EXPLAINERS.items():
+        if kind not in family.modalities or (family.requires == "torch" and not FORMATS[fmt].gradients):
+            continue
+        if (family.needs_eager and not FORMATS[fmt].layers) or (family.finite_inputs and missing):
+            continue
+        try:
+            family.Spec(type=name)
+        except ValidationError:
+            continue
+        chosen.append({"type": name})
+    return chosen
 
 
 _HEADER = """# Draft policy written by `auditor init`. It validates as written; before the audit is relied on,
@@ -186,11 +191,19 @@ _THRESHOLDS = """
 # Findings the audit must pass (examples; uncomment and set the bounds your model-risk policy requires):
 # thresholds:
 #   - {metric: performance.roc_auc, min: 0.7, warn_min: 0.75}
-#   - {metric: rules.fidelity, min: 0.75, warn_min: 0.8}
-#   - {metric: shapley.max_efficiency_gap, max: 0.05}
 #   - {metric: data.overlap_share, max: 0}          # the audited rows are not reference rows
 #   - {metric: stability.psi, by: score, max: 0.25, warn_max: 0.1}
 """
+
+
+def _figures(explanations: list[dict[str, Any]]) -> str:
+    """The quality figures the drafted explanations offer to thresholds, as comment lines."""
+    from .explainers import EXPLAINERS
+
+    lines = [f"#   {e.get('id', e['type'])}.{figure}: {text}" for e in explanations
+             for figure, text in EXPLAINERS[e["type"]].figures.items()]
+    return ("# and the explanations' quality figures, e.g. {metric: <name>.<figure>, min: ...}:\n"
+            + "\n".join(lines) + "\n") if lines else ""
 
 
 class _Flow(dict):
@@ -230,7 +243,7 @@ def policy_text(tree: dict[str, Any]) -> str:
             block = block.replace("  classes:", "  # TODO: check the classes are in the order of the model's outputs\n"
                                   "  classes:", 1)
         parts.append(block)
-    return "".join(parts) + _THRESHOLDS
+    return "".join(parts) + _THRESHOLDS + _figures(tree["explanations"])
 
 
 def draft_policy(model: Path, data: Path, target: str, *, out: Path, **options) -> Path:

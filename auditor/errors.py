@@ -8,6 +8,8 @@ The tree::
     ├── ModelError(ValueError)      a model cannot be loaded, is untrusted, or does not fit its data
     ├── ExplanationError(RuntimeError)  an explainer cannot run on this model/data
     ├── OutputError(OSError)        the output folder cannot be written
+    ├── SigningError                the signing identity cannot be loaded or used (auditor.signing)
+    ├── HistoryError                the run history cannot be opened or written (auditor.history)
     └── VerificationError           exit 3: a signed audit does not verify
 
 The CLI catches only ``AuditorError``: it prints ``Error: <message>`` and the hint, and exits with

@@ -19,6 +19,9 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from .data_checks import DataChecksSpec
 from .errors import PolicyError, Problem
+from .policy_checks import field_path as _field_path
+from .policy_checks import not_a_file as _not_a_file
+from .policy_checks import reference_problems
 from .formats import FORMATS, TRUSTED_LIBRARIES
 from .explainers import EXPLAINERS, registry_key
 from .modalities import modality_of
@@ -357,22 +360,6 @@ def policy_json_schema() -> dict[str, Any]:
 # --- loading -------------------------------------------------------------------------------------------
 
 
-def _field_path(loc: tuple, data: Any) -> str:
-    """Dotted field path like ``models[0].format``, without pydantic's union tags."""
-    out = ""
-    node = data
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-            node = node[part] if isinstance(node, list) and part < len(node) else None
-        elif isinstance(node, dict) or node is None:
-            if node is not None and part not in node and out.endswith("]") and part in EXPLAINERS:
-                continue  # the discriminator tag pydantic inserts for tagged unions
-            out += f".{part}" if out else str(part)
-            node = node.get(part) if isinstance(node, dict) else None
-    return out or "(top level)"
-
-
 def _fix_for(err: dict, field: str) -> str | None:
     kind = err["type"]
     ctx = err.get("ctx") or {}
@@ -405,145 +392,6 @@ def _schema_problems(exc: ValidationError, data: Any, file: str, lines: dict) ->
     return problems
 
 
-def _reference_problems(policy: Policy, file: str, lines: dict) -> list[Problem]:
-    """Checks that need the whole policy: ids, references, files, applicability."""
-    problems: list[Problem] = []
-
-    def add(loc: tuple, message: str, fix: str | None = None) -> None:
-        problems.append(Problem(file, _field_path(loc, None), message, fix, line_of(loc, lines)))
-
-    for kind, items in (("models", policy.models), ("datasets", policy.datasets)):
-        seen: set[str] = set()
-        for i, item in enumerate(items):
-            if item.id in seen:
-                add((kind, i, "id"), f"duplicate id {item.id!r}", "give every entry its own id")
-            seen.add(item.id)
-    model_ids = {m.id for m in policy.models}
-    dataset_ids = {d.id for d in policy.datasets}
-
-    for i, m in enumerate(policy.models):
-        if m.format in ("pickle", "joblib") and m.trust != "pickle":
-            add(("models", i, "format"),
-                f"{m.format} files can run arbitrary code when loaded and are refused by default",
-                "save the model with skops (scikit-learn) or TorchScript (PyTorch), or, if you trust the "
-                "file's origin, add 'trust: pickle' to this model")
-        if m.format == "state_dict" and m.architecture is None:
-            add(("models", i, "format"), "a state_dict needs 'architecture' (the Python class it belongs to)",
-                "add architecture: {file: model.py, class: MyNet}")
-        why = _not_a_file(policy.resolve(m.architecture.file)) if m.architecture is not None else None
-        if why:
-            add(("models", i, "architecture", "file"), why, "correct the path (relative to the policy file's folder)")
-        if FORMATS[m.format].needs_classes and not m.classes:
-            add(("models", i, "format"), f"a {m.format} model needs 'classes' (labels in output order)",
-                "add classes: [<label of output 0>, <label of output 1>, ...]")
-        if m.class_names and m.classes and len(m.class_names) != len(m.classes):
-            add(("models", i, "class_names"),
-                f"{len(m.class_names)} class names for {len(m.classes)} classes", "give one name per class")
-        if m.positive_class is not None and m.classes and m.positive_class not in m.classes:
-            add(("models", i, "positive_class"), f"{m.positive_class!r} is not one of classes {m.classes}",
-                "use one of the labels listed under classes")
-
-    for i, d in enumerate(policy.datasets):
-        if (d.path is None) == (d.source is None):
-            add(("datasets", i), "give exactly one of 'path' (a CSV/Parquet file) or 'source' (a bundled dataset)",
-                "set path: data.csv, or source: sklearn:breast_cancer")
-        names = [f.name for f in d.features]
-        for j, f in enumerate(d.features):
-            if names.count(f.name) > 1:
-                add(("datasets", i, "features", j, "name"), f"feature {f.name!r} is listed twice", "list it once")
-            if f.categories is not None and f.type != "categorical":
-                add(("datasets", i, "features", j, "categories"), "categories are only for categorical features",
-                    "set type: categorical or remove categories")
-            if f.name == d.target:
-                add(("datasets", i, "features", j, "name"), f"the target column {d.target!r} is listed as a feature",
-                    "remove it from features")
-
-    for i, pair in enumerate(policy.audited):
-        if pair.model not in model_ids:
-            add(("audited", i, "model"), f"unknown model id {pair.model!r}", f"use one of: {', '.join(sorted(model_ids))}")
-        for key in ("dataset", "background"):
-            ref = getattr(pair, key)
-            if ref is not None and ref not in dataset_ids:
-                add(("audited", i, key), f"unknown dataset id {ref!r}", f"use one of: {', '.join(sorted(dataset_ids))}")
-
-    audited_models = {p.model for p in policy.audited}
-    for i, spec in enumerate(policy.explanations):
-        cls = EXPLAINERS[spec.type]
-        for j, mid in enumerate(spec.models or []):
-            if mid not in model_ids:
-                add(("explanations", i, "models", j), f"unknown model id {mid!r}",
-                    f"use one of: {', '.join(sorted(model_ids))}")
-            elif mid not in audited_models:
-                add(("explanations", i, "models", j), f"model {mid!r} is not listed under 'audited'",
-                    "audit the model on a dataset, or remove it here")
-            elif cls.requires == "torch" and not FORMATS[policy.model(mid).format].gradients:
-                add(("explanations", i, "models", j),
-                    f"{spec.type} needs a PyTorch model (gradients); {mid!r} is {policy.model(mid).format}",
-                    "remove the model from this explanation, or use a model-agnostic method such as lime")
-        if spec.models is None and cls.requires == "torch" and not any(
-            FORMATS[policy.model(p.model).format].gradients
-            for p in policy.audited if p.model in model_ids
-        ):
-            add(("explanations", i, "type"), f"{spec.type} needs a PyTorch model and none is audited",
-                "audit a PyTorch model (torch_export or torchscript), or remove this explanation")
-    from .findings import known_metric
-
-    types = {spec.name: spec.type for spec in policy.explanations}
-    for i, t in enumerate(policy.thresholds):
-        why = known_metric(t.metric, types)
-        if why:
-            add(("thresholds", i, "metric"), f"unknown metric {t.metric!r}", why)
-        for j, mid in enumerate(t.models or []):
-            if mid not in model_ids:
-                add(("thresholds", i, "models", j), f"unknown model id {mid!r}", f"use one of: {', '.join(sorted(model_ids))}")
-        if t.by is not None:
-            per_feature = t.metric in ("data.missing_rate", "stability.psi")
-            if not t.metric.startswith(("performance.", "fairness.")) and not per_feature:
-                add(("thresholds", i, "by"), "'by' applies to performance.*, fairness.*, data.missing_rate and "
-                    "stability.psi", "remove 'by'")
-            audited_features = {f.name: f for p in policy.audited if p.dataset in dataset_ids
-                                for f in policy.dataset(p.dataset).features}
-            feature = audited_features.get(t.by)
-            if feature is None and not (t.metric == "stability.psi" and t.by == "score"):
-                add(("thresholds", i, "by"), f"unknown feature {t.by!r}",
-                    "use a feature listed under the audited dataset's features"
-                    + (", or 'score' (the model's score)" if t.metric == "stability.psi" else ""))
-            elif feature is not None and feature.type == "numeric" and not t.bins and not per_feature:
-                add(("thresholds", i, "bins"), f"{t.by!r} is numeric: its groups need bin edges",
-                    "add bins: [edge, edge, ...], e.g. [18, 25, 40, 60, 100]")
-
-    if policy.principal_reasons is not None:
-        pr = policy.principal_reasons
-        local = {s.name for s in policy.explanations if EXPLAINERS[s.type].gives_reasons()}
-        givers = ", ".join(t for t, c in EXPLAINERS.items() if c.gives_reasons())
-        if not local:
-            add(("principal_reasons",), "principal reasons derive from per-decision explanations, and the policy "
-                "asks for none", f"add one of these types under explanations: {givers}")
-        for j, name in enumerate(pr.methods or []):
-            if name not in local:
-                add(("principal_reasons", "methods", j), f"{name!r} is not a per-decision explanation in this policy",
-                    f"use some of: {', '.join(sorted(local)) or '(add one of these types: ' + givers + ')'}")
-        audited_features = {f.name for p in policy.audited if p.dataset in dataset_ids
-                            for f in policy.dataset(p.dataset).features}
-        for key in ("texts", "missing_texts"):
-            for name in getattr(pr, key):
-                if name not in audited_features:
-                    add(("principal_reasons", key, name), f"unknown feature {name!r}",
-                        "use a feature name listed under the audited dataset's features")
-    return problems
-
-
-def _not_a_file(path: Path, *, folder_ok: bool = False) -> str | None:
-    """Why ``path`` is not an existing file (or folder, with ``folder_ok``); None when it is."""
-    try:
-        if path.is_file() or (folder_ok and path.is_dir()):
-            return None
-    except OSError as exc:  # a name the file system refuses (too long), a folder it may not enter
-        shown = str(path) if len(str(path)) <= 200 else f"{str(path)[:200]}... ({len(str(path))} characters)"
-        return f"cannot check the path: {exc.strerror or exc}: {shown}"
-    return f"file not found: {path}"
-
-
 def _file_problems(data: dict, base: Path, file: str, lines: dict) -> list[Problem]:
     """Missing model and dataset files, checked on the raw YAML so they are reported even when
     other fields fail validation."""
@@ -555,7 +403,8 @@ def _file_problems(data: dict, base: Path, file: str, lines: dict) -> list[Probl
             if not isinstance(raw, str) or not raw:
                 continue
             path = Path(raw) if Path(raw).is_absolute() else base / raw
-            folder = kind == "models" and item.get("format") in FORMATS and FORMATS[item.get("format")].folder
+            fmt = item.get("format")  # raw YAML: may be a list or a mapping, which cannot be looked up
+            folder = kind == "models" and isinstance(fmt, str) and fmt in FORMATS and FORMATS[fmt].folder
             why = _not_a_file(path, folder_ok=folder)
             if why:
                 loc = (kind, i, "path")
@@ -594,7 +443,7 @@ def load_policy(path: str | Path) -> Policy:
         raise PolicyError(sorted(problems, key=lambda p: p.line or 0)) from None
     policy._file = path.resolve()
     policy._sha256 = hashlib.sha256(raw).hexdigest()
-    problems = missing + _reference_problems(policy, file, lines)
+    problems = missing + reference_problems(policy, file, lines)
     if problems:
         raise PolicyError(sorted(problems, key=lambda p: p.line or 0))
     return policy

@@ -48,7 +48,16 @@ class Prepared:
 
 
 def prepare(policy: Policy) -> list[Prepared]:
-    """Load every dataset and model the policy audits and check they fit; report every problem at once."""
+    """Load every dataset and model the policy audits and check they fit; report every problem at once.
+    Library warnings raised while reading the data go into the warnings of the models audited on it."""
+    with caught() as seen:
+        prepared = _prepare(policy)
+    for p in prepared:
+        p.model.warnings.extend(t for t in (f"Reading the data: {w}" for w in seen.texts) if t not in p.model.warnings)
+    return prepared
+
+
+def _prepare(policy: Policy) -> list[Prepared]:
     lines = policy_lines(policy.file)
     file = str(policy.file)
     problems: list[Problem] = []

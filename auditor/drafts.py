@@ -133,9 +133,10 @@ def draft_tree(model: Path, data: Path, target: str, *, policy_dir: Path, backgr
         entry["trusted_types"] = list(trusted_types)
     if trust:
         entry["trust"] = trust
-    listed = classes or (None if file_classes is not None else labels)
-    if listed is not None and FORMATS[fmt].needs_classes or classes:
-        entry["classes"] = list(listed)
+    if classes:  # given by the caller
+        entry["classes"] = list(classes)
+    elif file_classes is None and FORMATS[fmt].needs_classes:  # the file does not say: the data's labels, sorted
+        entry["classes"] = list(labels)
     if positive_class is not None:
         entry["positive_class"] = positive_class
     datasets = [dataset]

@@ -5,7 +5,7 @@ Run from the repository root:
     .venv/bin/python bench/audit_vs_naive.py [--sizes 200,2000] [--repeats 3] [--quick] [--budget SECONDS]
 
 Both sides explain the same sampled decisions of the Wisconsin breast-cancer data with the same models
-(the gradient-boosting skops model and the 30-64-64-2 TorchScript MLP from sample_audits/breast_cancer)
+(the gradient-boosting skops model and the 30-64-64-2 MLP, a torch.export program, from sample_audits/breast_cancer)
 and the same settings: Integrated Gradients (MLP, n_steps 64, mean baseline), LIME (num_samples 5000),
 surrogate rules (depth-3 tree) and counterfactuals (DiCE random, 3 per decision); then HTML + PDF and
 signing with a throw-away development identity.

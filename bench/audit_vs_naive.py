@@ -640,7 +640,7 @@ def floor_times(n: int, adapters: dict, background, row_cap: int) -> dict:
     def timed(fn, data, total_rows):
         measured = min(total_rows, row_cap)
         first = min(len(data), measured)
-        fn(data[:first] if first <= 200_000 else data[:10_000])  # warm-up (TorchScript specialises on shapes)
+        fn(data[:first] if first <= 200_000 else data[:10_000])  # warm-up (a first call settles the kernels for its shapes)
         t = time.perf_counter()
         done = 0
         while done < measured:
@@ -1176,7 +1176,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu_s = cpu.ru_utime + cpu.ru_stime
     load_end = os.getloadavg()
     out = [
-        "auditor vs naive per-decision loop - breast cancer (gbm skops + 30-64-64-2 TorchScript MLP)",
+        "auditor vs naive per-decision loop - breast cancer (gbm skops + 30-64-64-2 torch.export MLP)",
         f"machine: {os.cpu_count()} CPU(s), torch threads {torch.get_num_threads()}, Python {sys.version.split()[0]}; "
         f"IG n_steps {N_STEPS}, LIME num_samples {LIME_SAMPLES}, DiCE random {CF_COUNT} per decision, rules depth 3; "
         f"stratified sample, seed {SEED}",

@@ -5,7 +5,7 @@
     .venv/bin/python bench/shapley_vs_captum.py --sizes 50 --naive 10
 
 It prints figures and asserts nothing. Both sides use the breast-cancer sample (the gradient-boosting
-skops model and the 30-64-64-2 TorchScript MLP), its 398-row training split as the reference data, and
+skops model and the 30-64-64-2 MLP (a torch.export program since the sample moved to it)), its 398-row training split as the reference data, and
 decisions drawn from the 569-row data set (stratified, seed 7), with the Shapley family's defaults:
 100 background rows (stratified by the model's output), 25 permutations per decision.
 

@@ -29,7 +29,14 @@ __all__ = [
     "PolicyError",
     "Problem",
     "VerificationError",
+    "first_line",
 ]
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (a library's error, quoted in ours); its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class AuditorError(Exception):

@@ -25,9 +25,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import ModelError
+from .errors import ModelError, first_line
 
-__all__ = ["FORMATS", "Loaded", "ModelFormat", "TRUSTED_LIBRARIES", "caught", "load_tabular"]
+__all__ = ["FORMATS", "Loaded", "ModelFormat", "TRUSTED_LIBRARIES", "caught", "load_exported", "load_tabular",
+           "load_torchscript"]
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def describe_warning(w: warnings.WarningMessage) -> str:
                     and not p.startswith("python")), "")
     if "site-packages" in source:
         library = source[source.index("site-packages") + 1]
-    first = str(w.message).strip().splitlines()[0] if str(w.message).strip() else ""
+    first = first_line(w.message) if str(w.message).strip() else ""
     return f"{library or 'python'} {w.category.__name__}: {first}"
 
 
@@ -164,7 +165,8 @@ def _skops(spec, path: Path) -> Loaded:
     return Loaded(estimator, "sklearn")
 
 
-def _torchscript(spec, path: Path) -> Loaded:
+def load_torchscript(path: Path):
+    """A TorchScript module (tabular or image), on the CPU, in eval mode."""
     import torch
 
     try:
@@ -172,11 +174,15 @@ def _torchscript(spec, path: Path) -> Loaded:
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
-        raise ModelError(f"{path}: not a TorchScript file ({str(exc).splitlines()[0]})",
+        raise ModelError(f"{path}: not a TorchScript file ({first_line(exc)})",
                          hint="save PyTorch models with torch.export.save(torch.export.export(model, (x,)), "
                               "'model.pt2') and use format: torch_export") from None
     module.eval()
-    return Loaded(module, "torch", "PyTorch TorchScript module")
+    return module
+
+
+def _torchscript(spec, path: Path) -> Loaded:
+    return Loaded(load_torchscript(path), "torch", "PyTorch TorchScript module")
 
 
 def load_exported(path: Path):
@@ -186,7 +192,7 @@ def load_exported(path: Path):
     try:
         program = torch.export.load(str(path))
     except Exception as exc:
-        raise ModelError(f"{path}: not a torch.export program ({str(exc).strip().splitlines()[0]})",
+        raise ModelError(f"{path}: not a torch.export program ({first_line(exc)})",
                          hint="save the model with torch.export.save(torch.export.export(model, (example,)), "
                               "'model.pt2')") from None
     return program.module()
@@ -292,7 +298,7 @@ def _onnx(spec, path: Path) -> Loaded:
     except ModelError as exc:
         raise ModelError(f"{path}: {exc.message}", hint=exc.hint) from None
     except Exception as exc:
-        raise ModelError(f"{path}: not an ONNX model onnxruntime can run ({str(exc).strip().splitlines()[0]})",
+        raise ModelError(f"{path}: not an ONNX model onnxruntime can run ({first_line(exc)})",
                          hint="export the model to ONNX (skl2onnx, or torch.onnx.export)") from None
     return Loaded(scorer, "array", f"ONNX model (onnxruntime; output {scorer.output!r})")
 
@@ -351,7 +357,7 @@ def _booster(spec, path: Path) -> Loaded:
     except ModelError:
         raise
     except Exception as exc:
-        raise ModelError(f"{path}: not a {library} model file ({str(exc).strip().splitlines()[0]})",
+        raise ModelError(f"{path}: not a {library} model file ({first_line(exc)})",
                          hint=("save the booster with booster.save_model('model.ubj')" if library == "xgboost"
                                else "save the booster with booster.save_model('model.txt')")) from None
     if objective.split(" ")[0] not in _PROBABILISTIC[library]:

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import Dataset, FeatureSpace, python_label
-from .errors import ModelError
-from .formats import FORMATS, caught, load_tabular
+from .errors import ModelError, first_line
+from .formats import caught, load_tabular
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -135,11 +135,6 @@ class ModelAdapter(ClassifierView):
     """Features with missing values in the audited or reference data, which the model was probed to take."""
     description: str = ""
     """What the file holds, for the report (formats other than scikit-learn)."""
-
-    @property
-    def gradients(self) -> bool:
-        """Whether gradient methods can differentiate the model."""
-        return FORMATS[self.spec.format].gradients
 
     @property
     def kind(self) -> str:
@@ -285,21 +280,20 @@ def _load_model(spec: ModelSpec, policy: Policy, dataset: Dataset, background: D
                          hint="check the target column, or the model's 'classes' in the policy")
 
     complete = dataset.X[~np.isnan(dataset.X).any(axis=1)]
+    rows = complete if len(complete) else dataset.X  # missing values are probed apart, feature by feature
     try:
-        probe = adapter.predict_proba((complete if len(complete) else dataset.X)[:2])
+        probe = adapter.predict_proba(rows[:2])
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{where}: the model rejected the dataset's features: {first}",
+        raise ModelError(f"{where}: the model rejected the dataset's features: {first_line(exc)}",
                          hint="check the features list (names, order, types) against what the model was trained on") from None
     if framework == "torch":  # gradient methods call the module on batches of any size
         try:
             import torch
 
             with torch.no_grad():
-                adapter.torch_forward(adapter.to_tensor((complete if len(complete) else dataset.X)[:3]))
+                adapter.torch_forward(adapter.to_tensor(rows[:3]))
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{where}: the model does not take a batch of 3 rows: {first}",
+            raise ModelError(f"{where}: the model does not take a batch of 3 rows: {first_line(exc)}",
                              hint="export it with a dynamic batch dimension: torch.export.export(model, (x,), "
                                   "dynamic_shapes=({0: torch.export.Dim('batch')},))") from None
     if probe.shape != (min(2, dataset.n_rows), len(classes)):
@@ -345,8 +339,7 @@ def probe_missing(adapter: ModelAdapter, datasets: list[Dataset], where: str) ->
             try:
                 adapter.predict_proba(rows[k : k + 1])
             except Exception as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise refuse(int(i), f"rejected a row holding one: {first}") from None
+                raise refuse(int(i), f"rejected a row holding one: {first_line(exc)}") from None
         raise
     bad = np.flatnonzero(~np.isfinite(proba).all(axis=1))
     if len(bad):

@@ -15,7 +15,6 @@ hook into layers: Grad-CAM, LRP).
 from __future__ import annotations
 
 import importlib.util
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from ..datasets import LabelledRows, python_label
-from ..errors import DataError, ModelError
+from ..errors import DataError, ModelError, first_line
+from ..formats import ExportedModule, load_torchscript
 from ..explainers.base import Batch
 from ..models import ClassifierView
 from .base import Modality
@@ -215,16 +215,9 @@ def load_image_model(spec, policy, dataset: ImageDataset) -> ImageModel:
     path = policy.resolve(spec.path)
     where = f"model {spec.id!r} ({path.name}) on dataset {dataset.spec.id!r}"
     if spec.format == "torchscript":
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                module = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:
-            raise ModelError(f"{path}: not a TorchScript file ({str(exc).splitlines()[0]})") from None
+        module = load_torchscript(path)
         eager = False
     elif spec.format == "torch_export":
-        from ..formats import ExportedModule
-
         module = ExportedModule(path)  # callable like the model; its layers cannot be hooked
         eager = False
     elif spec.format == "state_dict":
@@ -251,7 +244,7 @@ def load_image_model(spec, policy, dataset: ImageDataset) -> ImageModel:
         probe = model.predict_proba(dataset.X[:2])
     except Exception as exc:
         raise ModelError(f"{where}: the model rejected images of shape {tuple(dataset.X.shape[1:])}: "
-                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+                         f"{first_line(exc)}",
                          hint="check the image size and channels the model expects") from None
     if probe.shape[1] != len(classes):
         raise ModelError(f"{where}: the model returns {probe.shape[1]} outputs for {len(classes)} classes",

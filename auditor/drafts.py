@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 
 from .errors import AuditorError, DataError
-from .formats import FORMATS
+from .formats import FORMATS, load_skops
 
 __all__ = ["SUFFIX_FORMATS", "draft_policy", "draft_tree", "infer_features", "policy_text"]
 
@@ -85,16 +85,12 @@ def _kind(frame: pd.DataFrame, fmt: str, target: str) -> tuple[str, dict[str, An
     return "tabular", {}
 
 
-def _model_inputs(model: Path, fmt: str) -> tuple[list[str] | None, list | None]:
-    """The input column names and class labels a scikit-learn file records (None where it does not)."""
+def _model_inputs(model: Path, fmt: str, trusted_types) -> tuple[list[str] | None, list | None]:
+    """The input column names and class labels a scikit-learn file records (None where it does not). The file is
+    loaded as an audit loads it: a type it holds beyond scikit-learn's is refused unless trusted."""
     if fmt != "skops":
         return None, None
-    import skops.io as sio
-
-    try:
-        estimator = sio.load(model, trusted=sio.get_untrusted_types(file=model))
-    except Exception as exc:
-        raise AuditorError(f"{model}: not a readable skops file ({exc})") from None
+    estimator = load_skops(model, model.stem, trusted_types or ())
     names = getattr(estimator, "feature_names_in_", None)
     classes = getattr(estimator, "classes_", None)
     return ([str(n) for n in names] if names is not None else None,
@@ -117,7 +113,7 @@ def draft_tree(model: Path, data: Path, target: str, *, policy_dir: Path, backgr
         raise DataError(f"{data}: no column {target!r} (--target)", hint=f"the columns are: {', '.join(map(str, frame.columns))}")
     kind, media = _kind(frame, fmt, target)
     id_column = _id_column(frame, target)
-    names, file_classes = _model_inputs(model, fmt)
+    names, file_classes = _model_inputs(model, fmt, trusted_types)
     labels = sorted({v.item() if isinstance(v, np.generic) else v for v in frame[target].dropna()}, key=str)
     dataset: dict[str, Any] = {"id": "audited", "path": os.path.relpath(data, policy_dir), "target": target}
     dataset["kind"] = kind

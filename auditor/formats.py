@@ -27,8 +27,8 @@ import numpy as np
 
 from .errors import ModelError, first_line
 
-__all__ = ["FORMATS", "Loaded", "ModelFormat", "TRUSTED_LIBRARIES", "caught", "load_exported", "load_tabular",
-           "load_torchscript"]
+__all__ = ["FORMATS", "Loaded", "ModelFormat", "TRUSTED_LIBRARIES", "caught", "load_exported", "load_skops",
+           "load_tabular", "load_torchscript"]
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,12 @@ def load_tabular(spec, path: Path) -> Loaded:
 
 
 def _skops(spec, path: Path) -> Loaded:
+    return Loaded(load_skops(path, spec.id, spec.trusted_types, spec.trusted_libraries), "sklearn")
+
+
+def load_skops(path: Path, model_id: str, trusted_types=(), trusted_libraries=()):
+    """A scikit-learn estimator from a skops file, trusting only scikit-learn's, numpy's and builtin types plus
+    those named (loading a type runs its code); refused, naming the types and the field to trust them in."""
     import skops.io as sio
 
     try:
@@ -147,22 +153,21 @@ def _skops(spec, path: Path) -> Loaded:
     except Exception as exc:
         raise ModelError(f"{path}: not a readable skops file ({exc})",
                          hint="save scikit-learn models with skops.io.dump(model, path)") from None
-    allowed = set(spec.trusted_types) | _TRUSTED_EXACT
-    for library in spec.trusted_libraries:
+    allowed = set(trusted_types) | _TRUSTED_EXACT
+    for library in trusted_libraries:
         allowed |= set(TRUSTED_LIBRARIES[library])
     refused = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES) and t not in allowed]
     if refused:
         libraries = sorted({t.split(".")[0] for t in refused} & set(TRUSTED_LIBRARIES))
-        hint = (f"if you trust them, add trusted_libraries: [{', '.join(libraries)}] to models[{spec.id}]"
+        hint = (f"if you trust them, add trusted_libraries: [{', '.join(libraries)}] to models[{model_id}]"
                 if libraries and all(t.split(".")[0] in TRUSTED_LIBRARIES for t in refused)
-                else f"if you trust them, list them under models[{spec.id}].trusted_types")
+                else f"if you trust them, list them under models[{model_id}].trusted_types")
         raise ModelError(f"{path}: the skops file contains types that are not trusted by default: "
                          f"{', '.join(refused)}", hint=hint)
     try:
-        estimator = sio.load(path, trusted=untrusted)
+        return sio.load(path, trusted=untrusted)
     except Exception as exc:
         raise ModelError(f"{path}: cannot load skops model: {exc}") from None
-    return Loaded(estimator, "sklearn")
 
 
 def load_torchscript(path: Path):

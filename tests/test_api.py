@@ -170,3 +170,18 @@ def test_the_notebook_example_runs(tmp_path, monkeypatch):
             exec(compile("".join(cell["source"]), "notebook", "exec"), namespace)  # noqa: S102
     assert namespace["result"].exit_code == 0
     assert {"report.html", "report.pdf", "evidence.json", "manifest.json"} <= {p.name for p in namespace["folder"].iterdir()}
+
+
+def test_init_does_not_load_a_skops_file_whose_types_are_not_trusted(tmp_path):
+    """Reading a draft's feature names must not run code the audit itself would refuse to load."""
+    import skops.io as sio
+    import xgboost
+
+    frame = loans(120, 0).dropna()
+    model = xgboost.XGBClassifier(n_estimators=5).fit(frame[["income", "debt_ratio"]], frame.outcome == "good")
+    sio.dump(model, tmp_path / "xgb.skops")
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    run = subprocess.run([AUDITOR, "init", "--model", str(tmp_path / "xgb.skops"), "--data", str(tmp_path / "data.csv"),
+                          "--target", "outcome", "-o", str(tmp_path / "p.yaml")], capture_output=True, text=True)
+    assert run.returncode == 2 and "not trusted by default" in run.stderr and "trusted_libraries: [xgboost]" in run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "p.yaml").exists()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from . import __version__
 from .agreement import decision_agreement, summarize_agreement
-from .data_checks import check_data, score_stability
+from .data_checks import check_data, score_observations, score_stability
 from .datasets import Dataset, python_label
 from .errors import AuditorError, DataError, ModelError, PolicyError, Problem
 from .evidence import DatasetInfo, Evidence, FeatureInfo, ModelInfo, SampleInfo, SkippedMethod, evidence_types
@@ -27,7 +27,7 @@ from .performance import measure_groups, measure_performance
 from .plan import RunPlan
 from .policy import AuditedPair, Policy, canonical_json
 from .reasons import derive_reasons, summarize_reasons, used_features
-from .numbers import listed, num
+from .numbers import listed
 from .sampling import draw_sample
 from .yaml_lines import line_of, policy_lines
 
@@ -185,15 +185,8 @@ def _audit_subject(plan: RunPlan, prep: Prepared, progress: ProgressFactory | No
         background_proba = model.predict_proba(modality.inputs(prep.background))
         stability = score_stability(proba[:, model.positive_index], background_proba[:, model.positive_index],
                                     plan.policy.data_checks)
-        if stability.band != "stable":
-            spec = plan.policy.data_checks
-            bound, setting = ((spec.major_psi, "data_checks.major_psi") if stability.band == "major shift"
-                              else (spec.warn_psi, "data_checks.warn_psi"))
-            observations.append(Observation(
-                level="warn", code="stability.score", threshold=bound, setting=setting,
-                message=f"{model.id}: its scores on {data.spec.id} have shifted from those on {prep.background.spec.id} "
-                        f"({stability.band}, PSI {num(stability.psi, 3)}): the audited population is not the one the "
-                        "reference data describe."))
+        observations.extend(score_observations(model.id, data.spec.id, prep.background.spec.id, stability,
+                                               plan.policy.data_checks))
     sample_info = SampleInfo(strategy=sample.strategy, seed=plan.seed, requested=sample.requested,
                              available=sample.available, size=len(rows), note=sample.note)
     return evidence_types().Subject(

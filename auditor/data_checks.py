@@ -32,7 +32,7 @@ from .explainers.base import Observation
 from .numbers import listed, num, pct
 
 __all__ = ["ClassShare", "DataCheck", "DataChecksSpec", "FeatureCheck", "PsiBin", "Stability", "check_data",
-           "psi", "score_stability"]
+           "psi", "score_observations", "score_stability"]
 
 Label = Union[int, str]
 EMPTY_SHARE = 1e-4
@@ -128,6 +128,11 @@ def _band(value: float, spec: DataChecksSpec) -> str:
     return "major shift" if value > spec.major_psi else "shift" if value >= spec.warn_psi else "stable"
 
 
+def _band_bound(band: str, spec: DataChecksSpec) -> tuple[float, str]:
+    """The bound a shifted band was raised at, and the policy setting it comes from."""
+    return (spec.major_psi, "data_checks.major_psi") if band == "major shift" else (spec.warn_psi, "data_checks.warn_psi")
+
+
 def psi(audited: np.ndarray, background: np.ndarray) -> float:
     """PSI between two vectors of bin shares (each summing to 1), empty bins counted as ``EMPTY_SHARE``."""
     a = np.maximum(np.asarray(audited, dtype=np.float64), EMPTY_SHARE)
@@ -173,6 +178,18 @@ def _stability(labels: list[str], a: list[int], b: list[int], spec: DataChecksSp
 def score_stability(audited: np.ndarray, background: np.ndarray, spec: DataChecksSpec) -> Stability:
     """PSI of a model's score (its probability of the positive class) on the audited against the background rows."""
     return _stability(*_numeric_bins(audited, background, spec.psi_bins), spec)
+
+
+def score_observations(model_id: str, dataset: str, background: str, stability: Stability,
+                       spec: DataChecksSpec) -> list[Observation]:
+    """A warning when a model's scores have shifted from the reference data's, at the band's bound."""
+    if stability.band == "stable":
+        return []
+    bound, setting = _band_bound(stability.band, spec)
+    return [Observation(
+        level="warn", code="stability.score", threshold=bound, setting=setting,
+        message=f"{model_id}: its scores on {dataset} have shifted from those on {background} ({stability.band}, "
+                f"PSI {num(stability.psi, 3)}): the audited population is not the one the reference data describe.")]
 
 
 def _row_keys(X: np.ndarray) -> list[bytes]:
@@ -285,8 +302,8 @@ def _observations(check: DataCheck, spec: DataChecksSpec) -> list[Observation]:
             level="info", code="data.outside_background",
             message=f"{where}: values outside what {check.background} holds: " + listed(
                 f"{f.display_name} ({f.out_of_range or f.unseen_rows} row(s))" for f in outside) + "."))
-    for band, bound, setting in (("major shift", spec.major_psi, "data_checks.major_psi"),
-                                 ("shift", spec.warn_psi, "data_checks.warn_psi")):
+    for band in ("major shift", "shift"):
+        bound, setting = _band_bound(band, spec)
         shifted = [f for f in check.features if f.stability is not None and f.stability.band == band]
         if shifted:
             out.append(Observation(

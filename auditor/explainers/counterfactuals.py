@@ -240,10 +240,9 @@ class Counterfactuals(Explainer):
 
     def targets(self, model, proba: np.ndarray) -> np.ndarray:
         """Per decision the class index to reach, or ``-1 - c`` for any class but its own ``c``."""
-        original = proba.argmax(axis=1)
         if self.spec.desired != "any other":
             return np.full(len(proba), model.classes.index(python_label(self.spec.desired)))
-        return 1 - original if len(model.classes) == 2 else -1 - original
+        return _any_other(proba.argmax(axis=1), len(model.classes))
 
     def explain(self, model, batch: Batch, *, background, seed, progress: Progress | None = None):
         names = model.space.names
@@ -308,8 +307,8 @@ class Counterfactuals(Explainer):
         but the decision's for ``-1 - c``) and obey the constraints."""
         space = model.space
         original = int(p.argmax())
-        if target is None:  # any other class
-            target = 1 - original if len(model.classes) == 2 else -1 - original
+        if target is None:
+            target = int(_any_other(original, len(model.classes)))
         valid, not_flipping, violations = [], 0, 0
         if original == target:  # already the desired class: nothing to find
             X_cf = X_cf[:0]
@@ -389,6 +388,11 @@ def _typed(frame, numeric: list[str], whole: set[str]):
     for name in numeric:
         frame[name] = np.rint(frame[name]).astype(np.int64) if name in whole else frame[name].astype(np.float64)
     return frame
+
+
+def _any_other(original, classes: int):
+    """The target 'any class but the decision's': the other class of a binary model, else ``-1 - original``."""
+    return 1 - original if classes == 2 else -1 - original
 
 
 def _same(a: float, b: float) -> bool:

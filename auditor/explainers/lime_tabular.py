@@ -24,6 +24,7 @@ import os
 import queue
 import statistics
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -185,10 +186,11 @@ class Lime(Explainer):
         space = model.space
         width = self.kernel_width(len(space.features))
         rates = np.isnan(background).mean(axis=0)
-        missing = rates if (rates.any() or np.isnan(batch.X).any()) else None
-        filled = None if missing is None else _observed_fill(background)
+        filled = _observed_fill(background) if (rates.any() or np.isnan(batch.X).any()) else None
+        # lime samples around a complete row: a decision's missing value stands in as the feature's median
+        missing = None if filled is None else _Missing(rates, np.quantile(filled, 0.5, axis=0, method="inverted_cdf"))
         explainer = LimeTabularExplainer(
-            background if missing is None else filled,
+            background if filled is None else filled,
             mode="classification",
             feature_names=space.labels,
             categorical_features=space.categorical_indices,
@@ -200,8 +202,6 @@ class Lime(Explainer):
             training_labels=None,
             random_state=seed,
         )
-        if missing is not None:  # lime samples around a complete row: a missing value stands in as the median
-            explainer._observed_placeholder = np.quantile(filled, 0.5, axis=0, method="inverted_cdf")
         decisions = batch.X
         proba = model.predict_proba(decisions)
         targets = attribution_targets(model, proba)
@@ -257,7 +257,7 @@ class Lime(Explainer):
         parameters = {"kernel_width": width, "num_features": num_features, "repeats": self.spec.repeats,
                       "engine": "batched" if batched else "reference"}
         if missing is not None:
-            parameters["missing_rates"] = {space.names[i]: float(r) for i, r in enumerate(missing) if r > 0}
+            parameters["missing_rates"] = {space.names[i]: float(r) for i, r in enumerate(missing.rates) if r > 0}
         return results, parameters
 
 
@@ -298,6 +298,18 @@ def _weighted_r2(y: np.ndarray, pred: np.ndarray, w: np.ndarray) -> float:
     return 1.0 - numerator / denominator
 
 
+@dataclass(frozen=True)
+class _Missing:
+    """What the batched engine needs to add the missing state: the reference data's missing rate per feature, and
+    the value a decision's missing feature stands in as while lime samples around the row."""
+
+    rates: np.ndarray
+    placeholder: np.ndarray
+
+    def complete(self, row: np.ndarray) -> np.ndarray:
+        return np.where(np.isnan(row), self.placeholder, row)
+
+
 def _observed_fill(background: np.ndarray) -> np.ndarray:
     """The reference data with each missing cell replaced by one of the feature's observed values, spread
     evenly over their distribution (the observed values' quantiles), so that lime's statistics of a feature
@@ -316,12 +328,12 @@ def _observed_fill(background: np.ndarray) -> np.ndarray:
     return filled
 
 
-def _feature_names(explainer, row: np.ndarray, labels: list[str]) -> list[str]:
+def _feature_names(explainer, row: np.ndarray, labels: list[str], missing: "_Missing | None" = None) -> list[str]:
     """The condition lime writes for each feature at this decision (its Explanation.as_list names); a missing
     value reads "<feature> is missing"."""
     gone = np.isnan(row)
     if gone.any():
-        names = _feature_names(explainer, np.where(gone, explainer._observed_placeholder, row), labels)
+        names = _feature_names(explainer, missing.complete(row), labels)
         return [f"{labels[i]} is missing" if g else n for i, (n, g) in enumerate(zip(names, gone))]
     names = list(labels)
     lambdas = explainer.discretizer.lambdas if explainer.discretizer is not None else {}
@@ -340,7 +352,7 @@ def _feature_names(explainer, row: np.ndarray, labels: list[str]) -> list[str]:
 
 
 def _batched(explainer, model, batch, targets, num_features: int, seed: int, num_samples: int,
-             missing: np.ndarray | None = None) -> list[_Fitted]:
+             missing: "_Missing | None" = None) -> list[_Fitted]:
     """LIME for every decision, with one model call per chunk of decisions.
 
     Each decision's neighbourhood comes from lime's own sampler with the decision's seed, exactly as
@@ -353,8 +365,7 @@ def _batched(explainer, model, batch, targets, num_features: int, seed: int, num
     on a few threads, each with its own copy of the explainer: numpy, scipy and the models release the
     GIL, and every draw depends only on the decision's seed, so the result is the same on any machine.
 
-    ``missing`` (the reference data's missing rate per feature, when the data has missing values) adds the
-    missing state: see :func:`_with_missing`.
+    ``missing`` (when the data has missing values) adds the missing state: see :func:`_with_missing`.
     """
     threads = min(os.cpu_count() or 1, 4)
     # enough chunks to keep every thread busy to the end, none over CHUNK_ROWS perturbations
@@ -381,7 +392,7 @@ def _batched(explainer, model, batch, targets, num_features: int, seed: int, num
 
 
 def _explain_chunk(explainer, model, batch, rows: range, targets, num_features: int, seed: int,
-                   num_samples: int, missing: np.ndarray | None = None) -> list[_Fitted]:
+                   num_samples: int, missing: "_Missing | None" = None) -> list[_Fitted]:
     sample = explainer._LimeTabularExplainer__data_inverse  # lime's sampler, not reimplemented
     datas, inverses = [], []
     for k in rows:
@@ -391,8 +402,8 @@ def _explain_chunk(explainer, model, batch, rows: range, targets, num_features: 
             data, inverse = sample(batch.X[k], num_samples)
         else:
             row = batch.X[k]
-            data, inverse = sample(np.where(np.isnan(row), explainer._observed_placeholder, row), num_samples)
-            _with_missing(data, inverse, row, missing, np.random.default_rng([s, 1]))
+            data, inverse = sample(missing.complete(row), num_samples)
+            _with_missing(data, inverse, row, missing.rates, np.random.default_rng([s, 1]))
         datas.append(data)
         inverses.append(inverse)
     scores = model.predict_proba(np.concatenate(inverses))
@@ -411,7 +422,7 @@ def _explain_chunk(explainer, model, batch, rows: range, targets, num_features: 
         coef, intercept = _weighted_ridge(scaled[:, used], y, weights, alpha=1.0)
         fitted = intercept + scaled[:, used] @ coef
         ranked = sorted(zip(used.tolist(), coef.tolist()), key=lambda jw: -abs(jw[1]))
-        out.append(_Fitted(t, ranked, _feature_names(explainer, batch.X[k], model.space.labels), intercept,
+        out.append(_Fitted(t, ranked, _feature_names(explainer, batch.X[k], model.space.labels, missing), intercept,
                            _weighted_r2(y, fitted, weights), float(intercept + scaled[0, used] @ coef)))
     return out
 

@@ -72,9 +72,8 @@ class Executor:
 
     name: str = "local"
 
-    @property
-    def warnings(self) -> list[str]:
-        return self.__dict__.setdefault("_warnings", [])
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
 
     def _record(self, texts: list[str]) -> None:
         self.warnings.extend(t for t in texts if t not in self.warnings)
@@ -129,6 +128,7 @@ class DaskExecutor(Executor):
         except ImportError:  # pragma: no cover - distributed is in the lock file
             raise AuditorError("--executor dask needs the 'distributed' package",
                                hint="pip install 'auditor[dask]' (make setup installs it)") from None
+        super().__init__()
         self.address = address
         self._cluster = None
         # Starting a LocalCluster writes its workers' settings (OMP_NUM_THREADS=1, MKL_NUM_THREADS=1,

@@ -147,22 +147,30 @@ def evaluate(policy, evidence) -> list[Finding]:
                     continue
                 summary = s.methods[index].summary
                 values.append((None, getattr(summary, figure, None), f"{where}.methods[{index}].summary.{figure}"))
-            findings.extend(_finding(t, s.model.id, group, value, path) for group, value, path in values)
+            findings.extend(_finding(t, s.model.id, group, value, path, model=s.model.id) for group, value, path in values)
     return findings
 
 
-def _finding(t, subject: str | None, group: str | None, value: float | None, path: str, model: str | None = None,
+def _finding(t, subject: str, group: str | None, value: float | None, path: str, *, model: str | None,
              worst: str | None = None) -> Finding:
-    """One finding of threshold ``t`` about ``subject`` (a model, or a dataset for data metrics); ``worst``: the
-    feature a data metric without ``by`` was measured on (named in the message, not the id, which stays stable)."""
+    """One finding of threshold ``t`` about ``subject`` (a model, or a dataset for data metrics, which concern no
+    ``model``); ``worst``: the feature a data metric without ``by`` was measured on (named in the message, not the
+    id, which stays stable)."""
     status, bound, comparator = _status(value, t)
     name = t.name + (f" [{group}]" if group else "")
     about = f"{subject}: {t.metric}{' (' + group + ')' if group else ''}{' (worst: ' + worst + ')' if worst else ''}"
     return Finding(
-        id=name, metric=t.metric, model=subject if model is None else model, subgroup=group, status=status,
+        id=name, metric=t.metric, model=model, subgroup=group, status=status,
         value=None if value is None else float(value), threshold=bound, comparator=comparator, evidence=path,
         message=(f"{about} = {_fmt(value)} ({_requirement(t)}): {status}") if value is not None else
                 f"{about} could not be measured (see {path}): fail")
+
+
+def _feature_value(feature, field: str):
+    """``missing_rate`` or ``stability.psi`` of a feature check (None when it has no stability)."""
+    if field == "missing_rate":
+        return feature.missing_rate
+    return feature.stability.psi if feature.stability is not None else None
 
 
 def _data_findings(t, head: str, figure: str, evidence) -> list[Finding]:
@@ -175,13 +183,12 @@ def _data_findings(t, head: str, figure: str, evidence) -> list[Finding]:
         if head == "data" and figure != "missing_rate":
             value = getattr(c, figure)
         else:
-            field = "missing_rate" if head == "data" else "stability"
-            measured = [(fi, f) for fi, f in enumerate(c.features) if t.by in (None, f.name)]
-            score = (lambda f: f.missing_rate) if head == "data" else (lambda f: f.stability.psi if f.stability else -1)
-            if measured and (head == "data" or any(f.stability for _, f in measured)):
-                fi, f = max(measured, key=lambda item: score(item[1]))
-                worst = f.name if t.by is None else None
-                path = f"{where}.features[{fi}].{field}" + (".psi" if head == "stability" else "")
-                value = f.missing_rate if head == "data" else (f.stability.psi if f.stability else None)
-        out.append(_finding(t, subject, None, value, path, worst=worst))
+            field = "missing_rate" if head == "data" else "stability.psi"
+            measured = [(fi, _feature_value(f, field)) for fi, f in enumerate(c.features) if t.by in (None, f.name)]
+            measured = [(fi, v) for fi, v in measured if v is not None]  # no PSI where the data are the reference
+            if measured:
+                fi, value = max(measured, key=lambda item: item[1])
+                worst = c.features[fi].name if t.by is None else None
+                path = f"{where}.features[{fi}].{field}"
+        out.append(_finding(t, subject, None, value, path, model=None, worst=worst))
     return out

@@ -348,6 +348,8 @@ def test_data_checks_find_a_planted_overlap_and_list_it(records, tmp_path):
     assert overlap.decisions == check.overlap_ids and overlap.setting == "data_checks.warn_overlap_share"
     findings = {f.metric + (" by" if "by" in f.id else ""): f for f in evidence.findings}
     assert findings["data.overlap_share"].status == "fail" and findings["data.overlap_share"].value == pytest.approx(10 / 170)
+    assert findings["data.overlap_share"].model is None  # about the data, not a model
+    assert findings["stability.psi by"].model == "hgb"  # the model's score
     document = json.loads(evidence.to_json())
     for f in evidence.findings:  # every finding names the path its value rests on
         assert locate(document, f.evidence) == pytest.approx(f.value)

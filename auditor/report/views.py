@@ -185,6 +185,7 @@ def _findings(evidence: Evidence) -> list[dict[str, Any]]:
     for i, f in ranked:
         head = f.metric.split(".")[0]
         section = ("performance" if head in ("performance", "fairness") else
+                   "models" if head in ("data", "stability") else  # the data chapter holds the data checks
                    "global" if _scope(evidence, head) == "global" else "cases")
         out.append({"at": f"findings[{i}]", "status": f.status, "id": f.id, "model": f.model or "",
                     "comparator": f.comparator or "", "anchor": section, "evidence": f.evidence})

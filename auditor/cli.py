@@ -139,7 +139,7 @@ def run(policy: Path, out: Path | None, sample_size: int | None, seed: int | Non
     state = "signed" if outcome.signed else "[yellow]unsigned[/yellow] (no --identity)"
     say(f"[green]Wrote[/green] {out}/ ({', '.join(outcome.files)}), {state}, in {time.perf_counter() - started:.1f} s")
     findings = outcome.evidence.findings
-    failed = [f"{f.id} ({f.model})" if f.model else f.id for f in findings if f.status == "fail"]
+    failed = [f.label for f in findings if f.status == "fail"]
     for f in findings:
         if f.status != "pass":
             say(f"  [{'red' if f.status == 'fail' else 'yellow'}]{f.status.upper()}[/] {f.message}")

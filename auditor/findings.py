@@ -40,6 +40,11 @@ class Finding(BaseModel):
     evidence: str = Field(description="Where the value comes from in evidence.json.")
     message: str
 
+    @property
+    def label(self) -> str:
+        """The finding as a summary line names it: its id, and its model where it concerns one."""
+        return f"{self.id} ({self.model})" if self.model else self.id
+
 
 PERFORMANCE = ("accuracy", "balanced_accuracy", "roc_auc", "brier_score")
 DATA = ("missing_rate", "duplicate_share", "overlap_share")

@@ -104,7 +104,7 @@ def execute(policy_path: Path, *, out: Path, sample_size: int | None = None, see
                        findings={"pass": sum(f.status == "pass" for f in findings),
                                  "warn": sum(f.status == "warn" for f in findings),
                                  "fail": sum(f.status == "fail" for f in findings),
-                                 "failed": [f"{f.id} ({f.model})" for f in findings if f.status == "fail"]},
+                                 "failed": [f.label for f in findings if f.status == "fail"]},
                        inputs=outcome.manifest["inputs"])
     return outcome
 

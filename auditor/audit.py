@@ -18,12 +18,12 @@ from .datasets import Dataset, python_label
 from .errors import AuditorError, DataError, ModelError, PolicyError, Problem
 from .evidence import DatasetInfo, Evidence, FeatureInfo, ModelInfo, SampleInfo, SkippedMethod, evidence_types
 from .executors import Executor, LocalExecutor
-from .explainers import EXPLAINERS, Batch, Observation
+from .explainers import EXPLAINERS, Adverse, Batch, Observation
 from .findings import evaluate
 from .formats import caught
 from .modalities import Modality, modality_of
 from .models import ModelAdapter, file_sha256
-from .performance import measure_groups, measure_performance
+from .performance import measure_groups, measure_performance, measure_regression, measure_regression_groups
 from .plan import RunPlan
 from .policy import AuditedPair, Policy, canonical_json
 from .reasons import derive_reasons, summarize_reasons, used_features
@@ -66,11 +66,14 @@ def _prepare(policy: Policy) -> list[Prepared]:
         index = next(i for i, x in enumerate(getattr(policy, kind)) if x.id == item_id)
         problems.append(Problem(file, f"{kind}[{index}]", exc.message, exc.hint, lines.get((kind, index))))
 
+    numeric = {d for p in policy.audited if policy.model(p.model).task == "regression"
+               for d in (p.dataset, p.background) if d}  # the policy's checks keep these apart from classifiers'
     datasets: dict[str, Dataset] = {}
     for pair in policy.audited:
         if pair.dataset not in datasets:
             try:
-                datasets[pair.dataset] = _load_dataset(policy.dataset(pair.dataset), policy)
+                datasets[pair.dataset] = _load_dataset(policy.dataset(pair.dataset), policy,
+                                                       numeric_target=pair.dataset in numeric)
             except DataError as exc:
                 problem("datasets", pair.dataset, exc)
                 datasets[pair.dataset] = None  # type: ignore[assignment]
@@ -86,7 +89,8 @@ def _prepare(policy: Policy) -> list[Prepared]:
             backgrounds[key] = dataset
         elif key not in backgrounds:
             try:
-                backgrounds[key] = _load_dataset(policy.dataset(bg_id), policy, like=dataset)
+                backgrounds[key] = _load_dataset(policy.dataset(bg_id), policy, like=dataset,
+                                                 numeric_target=bg_id in numeric)
             except DataError as exc:
                 problem("datasets", bg_id, exc)
                 backgrounds[key] = None  # type: ignore[assignment]
@@ -114,12 +118,15 @@ def _prepare(policy: Policy) -> list[Prepared]:
     return prepared
 
 
-def _load_dataset(spec, policy, like=None):
-    """A dataset of any kind; a background must be of the same kind as the data it serves."""
+def _load_dataset(spec, policy, like=None, numeric_target: bool = False):
+    """A dataset of any kind; a background must be of the same kind as the data it serves. ``numeric_target``:
+    a regression model is audited on it (tabular only, by the policy's checks)."""
     modality = modality_of(spec)
     if like is not None and modality is not modality_of(like.spec):
         raise DataError(f"datasets[{spec.id}]: a {modality.name} dataset cannot be the background of a "
                         f"{modality_of(like.spec).name} one", hint="use a dataset of the same kind")
+    if numeric_target:
+        return modality.load_dataset(spec, policy, like=like, numeric_target=True)
     return modality.load_dataset(spec, policy, like=like)
 
 
@@ -157,10 +164,14 @@ def run_audit(plan: RunPlan, prepared: list[Prepared], *, progress: ProgressFact
 def _audit_subject(plan: RunPlan, prep: Prepared, progress: ProgressFactory | None, executor: Executor):
     """One audited (model, dataset) pair: performance, the sample, every explanation, the decisions."""
     model, data, modality = prep.model, prep.dataset, prep.modality
-    proba = model.predict_proba(modality.inputs(data))
-    performance = measure_performance(proba, data.y, model.classes, model.class_names, model.positive_index)
+    proba = model.outputs(modality.inputs(data))  # class probabilities, or a regression model's score
+    if model.regression:
+        performance = measure_regression(proba[:, 0], data.y, model.spec.decision)
+    else:
+        performance = measure_performance(proba, data.y, model.classes, model.class_names, model.positive_index)
     sample = draw_sample(plan.strategy, plan.sample_size, plan.seed, y_true=data.y, proba=proba,
-                         classes=model.classes, ids=data.ids)
+                         classes=model.classes, ids=data.ids, regression=model.regression,
+                         decision=getattr(model.spec, "decision", None))
     rows = sample.rows
     batch = modality.batch(data, rows)
     local, global_results, methods, explainers, skipped = _run_explainers(plan, prep, batch, progress, executor)
@@ -182,7 +193,7 @@ def _audit_subject(plan: RunPlan, prep: Prepared, progress: ProgressFactory | No
     observations.extend(_sample_observations(model.id, decisions, sample.note, skipped))
     stability = None
     if modality.checks_data and prep.background is not data:
-        background_proba = model.predict_proba(modality.inputs(prep.background))
+        background_proba = model.outputs(modality.inputs(prep.background))
         stability = score_stability(proba[:, model.positive_index], background_proba[:, model.positive_index],
                                     plan.policy.data_checks)
         observations.extend(score_observations(model.id, data.spec.id, prep.background.spec.id, stability,
@@ -253,7 +264,12 @@ def _decisions(plan: RunPlan, prep: Prepared, rows, proba, local: dict, families
     used = None
     givers = [m for m in local if families[m].gives_reasons()]
     reason_methods = [m for m in (reasons_spec.methods or givers) if m in givers] if reasons_spec else []
-    if reasons_spec is not None and names and python_label(reasons_spec.adverse_class) in model.classes:
+    adverse = _adverse(model, reasons_spec)
+    if reasons_spec is not None and model.regression and adverse is None:
+        skipped.append(SkippedMethod(name="principal_reasons", reason=(
+            f"{model.id!r} is a regression model without a decision cut-off (models[].decision): it makes no adverse "
+            "decisions to give reasons for.")))
+    if adverse is not None and names:
         used = used_features(model, data.X, plan.seed)
         if not reason_methods:
             skipped.append(SkippedMethod(name="principal_reasons", reason=(
@@ -264,10 +280,11 @@ def _decisions(plan: RunPlan, prep: Prepared, rows, proba, local: dict, families
     decisions = []
     for k, r in enumerate(rows):
         explanations = {name: results[k] for name, results in local.items()}
-        predicted = model.classes[int(proba[r].argmax())]
+        outcome = _outcome(model, proba[r], data.y[r])
+        predicted = outcome["predicted_label"]
         reasons = None
-        if used is not None and reason_methods and predicted == python_label(reasons_spec.adverse_class):
-            reasons = derive_reasons(explanations, families, adverse=predicted, methods=reason_methods, used=used,
+        if used is not None and reason_methods and adverse is not None and predicted == adverse.label:
+            reasons = derive_reasons(explanations, families, adverse=adverse, methods=reason_methods, used=used,
                                      names=names, labels=labels, texts=reasons_spec.texts,
                                      max_reasons=reasons_spec.max_reasons, min_overlap=reasons_spec.min_overlap,
                                      missing=frozenset(n for n, v in zip(names, data.X[r]) if v != v),  # NaN: missing
@@ -277,10 +294,7 @@ def _decisions(plan: RunPlan, prep: Prepared, rows, proba, local: dict, families
             id=data.ids[r],
             row=int(r),
             **fields,
-            true_label=data.y[r],
-            predicted_label=predicted,
-            probabilities={str(c): float(p) for c, p in zip(model.classes, proba[r])},
-            correct=predicted == data.y[r],
+            **outcome,
             explanations=explanations,
             agreement=decision_agreement(explanations, families, names, top_k=agreement.top_k,
                                          min_shared=agreement.min_shared) if names else None,
@@ -289,9 +303,36 @@ def _decisions(plan: RunPlan, prep: Prepared, rows, proba, local: dict, families
     return decisions, used, reason_methods
 
 
+def _adverse(model, reasons_spec) -> Adverse | None:
+    """The adverse outcome principal reasons explain for ``model``: its adverse class, or, for a regression
+    model, the adverse side of its cut-off. None: no reasons (none asked, no such class, no cut-off)."""
+    if reasons_spec is None:
+        return None
+    if model.regression:
+        decision = model.spec.decision
+        return None if decision is None else Adverse(decision.adverse, decision.adverse_if.side == "above")
+    label = python_label(reasons_spec.adverse_class)
+    return Adverse(label) if label in model.classes else None
+
+
+def _outcome(model, output, truth) -> dict:
+    """A decision's true and predicted outcome for its record: the classes and their probabilities, or a
+    regression model's score and, under a cut-off, its decision."""
+    if not model.regression:
+        predicted = model.classes[int(output.argmax())]
+        return {"true_label": truth, "predicted_label": predicted, "correct": predicted == truth,
+                "probabilities": {str(c): float(p) for c, p in zip(model.classes, output)}}
+    score, decision = float(output[0]), model.spec.decision
+    if decision is None:
+        return {"true_label": float(truth), "predicted_label": None, "prediction": score, "correct": None}
+    said, true = decision.adverse_if.adverse([score, float(truth)])
+    return {"true_label": float(truth), "predicted_label": decision.adverse if said else decision.favourable,
+            "prediction": score, "correct": bool(said == true)}
+
+
 def _sample_observations(model_id: str, decisions: list, note: str | None, skipped: list) -> list[Observation]:
     out = []
-    wrong = [d.id for d in decisions if not d.correct]
+    wrong = [d.id for d in decisions if d.correct is False]
     if wrong:
         out.append(Observation(level="info", code="sample.misclassified", decisions=wrong,
                                message=f"{model_id}: {len(wrong)} of {len(decisions)} sampled decisions are "
@@ -311,14 +352,19 @@ def _subgroups(policy: Policy, model, data, modality: Modality, proba) -> dict |
         if not t.by or t.by in out or not t.metric.startswith(("performance.", "fairness.")):
             continue
         groups = modality.groups(data, t.by, t.bins)
-        if groups is not None:
+        if groups is not None and model.regression:
+            out[t.by] = measure_regression_groups(proba[:, 0], data.y, groups, model.spec.decision)
+        elif groups is not None:
             out[t.by] = measure_groups(proba, data.y, model.classes, model.positive_index, groups)
     return out or None
 
 
 def _model_info(model) -> ModelInfo:
     spec = model.spec
-    return ModelInfo(id=spec.id, kind=model.kind, format=spec.format, path=str(spec.path), sha256=model.sha256,
+    decision = getattr(spec, "decision", None)
+    return ModelInfo(id=spec.id, kind=model.kind, format=spec.format, task=model.task,
+                     decision=decision.model_dump(mode="json") if decision is not None else None,
+                     path=str(spec.path), sha256=model.sha256,
                      classes=model.classes, class_names=model.class_names,
                      positive_class=model.classes[model.positive_index], version=spec.version,
                      description=spec.description, warnings=model.warnings)

@@ -102,6 +102,17 @@ class ClassShare(BaseModel):
     background_share: float
 
 
+class TargetSummary(BaseModel):
+    """A numeric target (a regression model's): its distribution in both datasets, and how far it has moved."""
+
+    quantiles: list[float] = Field(description="Minimum, quartiles and maximum of the audited true values.")
+    mean: float
+    background_quantiles: list[float]
+    background_mean: float
+    stability: Stability | None = Field(description="PSI of the true values, audited against background (None when "
+                                        "the background is the audited data).")
+
+
 class DataCheck(BaseModel):
     dataset: str
     background: str
@@ -115,7 +126,9 @@ class DataCheck(BaseModel):
     duplicate_share: float
     duplicate_ids: list[Label]
     classes: list[ClassShare]
-    minority_share: float = Field(description="Share of audited rows in the rarest class.")
+    minority_share: float = Field(description="Share of audited rows in the rarest class (0 for a numeric target).")
+    target: TargetSummary | None = Field(default=None, exclude_if=lambda v: v is None,
+                                         description="A numeric target's distribution (absent for class labels).")
     overlap_rows: int | None = Field(description="Audited rows whose feature values equal a background row.")
     overlap_share: float | None
     overlap_ids: list[Label] = Field(description="Their ids.")
@@ -261,6 +274,12 @@ def check_data(dataset, background, spec: DataChecksSpec) -> DataCheck:
         overlap_rows=None if same else len(overlap_ids), overlap_share=None if same else len(overlap_ids) / dataset.n_rows,
         overlap_ids=overlap_ids, max_psi=worst.stability.psi if worst else None,
         max_psi_feature=worst.name if worst else None, observations=[])
+    if getattr(dataset, "numeric_target", False):
+        y, b = np.asarray(dataset.y, dtype=float), np.asarray(background.y, dtype=float)
+        check.target = TargetSummary(
+            quantiles=np.quantile(y, [0, 0.25, 0.5, 0.75, 1]).tolist(), mean=float(y.mean()),
+            background_quantiles=np.quantile(b, [0, 0.25, 0.5, 0.75, 1]).tolist(), background_mean=float(b.mean()),
+            stability=None if same else _stability(*_numeric_bins(y, b, spec.psi_bins), spec))
     check.observations = _observations(check, spec)
     return check
 

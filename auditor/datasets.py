@@ -45,7 +45,9 @@ _SKLEARN_LOADERS = {
     "sklearn:digits": "load_digits",
     "sklearn:iris": "load_iris",
     "sklearn:wine": "load_wine",
+    "sklearn:diabetes": "load_diabetes",
 }
+_SKLEARN_OPTIONS = {"sklearn:diabetes": {"scaled": False}}  # the measurements in their own units, not standardised
 
 
 def python_label(value) -> int | str:
@@ -133,6 +135,9 @@ class LabelledRows:
 
     @cached_property
     def class_counts(self) -> dict:
+        """Rows per class of the target; empty for a numeric target (a regression model's)."""
+        if getattr(self, "numeric_target", False):
+            return {}
         labels, counts = np.unique(self.y.astype(str), return_counts=True)
         first = {str(v): v for v in self.y}
         return {first[label]: int(c) for label, c in zip(labels, counts)}
@@ -149,6 +154,8 @@ class Dataset(LabelledRows):
     ids: np.ndarray  # stable decision ids (object array)
     unused_columns: list[str]
     kind: str = "tabular"
+    numeric_target: bool = False
+    """The target is a number a regression model is measured against (``y`` float64), not a class label."""
 
 
 def _read_frame(spec: DatasetSpec, policy: Policy) -> tuple[pd.DataFrame, str, Path | None]:
@@ -156,7 +163,8 @@ def _read_frame(spec: DatasetSpec, policy: Policy) -> tuple[pd.DataFrame, str, P
     if spec.source is not None:
         import sklearn.datasets
 
-        bunch = getattr(sklearn.datasets, _SKLEARN_LOADERS[spec.source])(as_frame=True)
+        bunch = getattr(sklearn.datasets, _SKLEARN_LOADERS[spec.source])(
+            as_frame=True, **_SKLEARN_OPTIONS.get(spec.source, {}))
         frame = bunch.frame.copy()
         names = getattr(bunch, "target_names", None)
         if names is not None and "target" in frame:
@@ -181,9 +189,11 @@ def _suggest(name: str, options: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def load_dataset(spec: DatasetSpec, policy: Policy, space: FeatureSpace | None = None) -> Dataset:
+def load_dataset(spec: DatasetSpec, policy: Policy, space: FeatureSpace | None = None, *,
+                 numeric_target: bool = False) -> Dataset:
     """Load and check one dataset from the policy; raise DataError naming file, column and fix.
 
+    With ``numeric_target`` (the dataset of a regression model) the target must hold numbers.
     With ``space`` (a background dataset for an audited one) the features must be the same and
     categories are coded as in ``space``, so both matrices mean the same thing.
     """
@@ -211,8 +221,22 @@ def load_dataset(spec: DatasetSpec, policy: Policy, space: FeatureSpace | None =
         raise DataError(f"{where}: target column {spec.target!r} has {int(target.isna().sum())} missing value(s), "
                         f"first at data row(s) {rows} (the first row after the header is 1)", hint="drop or label these rows before the audit: "
                         "an outcome must be known to measure the model against it")
-    y = np.array([python_label(v) for v in target.to_numpy()], dtype=object)
-    if len(set(y.tolist())) < 2:
+    if numeric_target:
+        values = pd.to_numeric(target, errors="coerce")
+        if values.isna().any() or pd.api.types.is_bool_dtype(target) or np.isinf(values).any():
+            j = int(np.flatnonzero(values.isna().to_numpy() | np.isinf(values.to_numpy(dtype=float)))[0]
+                    ) if (values.isna().any() or np.isinf(values).any()) else 0
+            raise DataError(f"{where}: target column {spec.target!r} of a regression model holds {target.iloc[j]!r} "
+                            f"(data row {j + 1}), not a finite number",
+                            hint="a regression model is measured against numbers: clean the column, or audit a "
+                                 "classifier (remove 'task: regression')")
+        y = values.to_numpy(dtype=np.float64)
+        if np.ptp(y) == 0:
+            raise DataError(f"{where}: target column {spec.target!r} has a single value ({y[0]:g})",
+                            hint="an audit of a regression model needs true values that vary")
+    else:
+        y = np.array([python_label(v) for v in target.to_numpy()], dtype=object)
+    if not numeric_target and len(set(y.tolist())) < 2:
         raise DataError(f"{where}: target column {spec.target!r} has a single class ({y[0]!r})",
                         hint="an audit of a classifier needs examples of at least two classes")
 
@@ -275,4 +299,5 @@ def load_dataset(spec: DatasetSpec, policy: Policy, space: FeatureSpace | None =
         y=y,
         ids=ids,
         unused_columns=[c for c in columns if c not in used],
+        numeric_target=numeric_target,
     )

@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 DIFF_VERSION = "1"
-PERFORMANCE_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "brier_score")
+PERFORMANCE_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "brier_score", "rmse", "mae", "r2")
 TOLERANCE = 1e-12
 """Differences in a number at or below this are not changes (floating-point noise)."""
 
@@ -416,7 +416,8 @@ def _reason_lists(decision) -> tuple[list[str], list[str]]:
 
 
 def _diff_subject(a: Subject, b: Subject, top_k: int) -> SubjectDiff:
-    performance = [_delta(m, getattr(a.performance, m), getattr(b.performance, m)) for m in PERFORMANCE_METRICS]
+    performance = [_delta(m, getattr(a.performance, m, None), getattr(b.performance, m, None))
+                   for m in PERFORMANCE_METRICS if hasattr(a.performance, m) or hasattr(b.performance, m)]
 
     importance, rules = [], []
     for name, ra in a.global_explanations.items():

@@ -27,7 +27,7 @@ from .agreement import Agreement, AgreementSummary
 from .data_checks import DataCheck, Stability
 from .explainers import Observation, registry_key
 from .findings import Finding
-from .performance import GroupStats, Performance
+from .performance import GroupStats, Performance, RegressionGroupStats, RegressionPerformance
 from .reasons import PrincipalReasons, ReasonsSummary
 
 __all__ = [
@@ -45,8 +45,8 @@ __all__ = [
     "read_evidence",
 ]
 
-EVIDENCE_VERSION = "1.2"
-READABLE_VERSIONS = ("1.0", "1.1", "1.2")
+EVIDENCE_VERSION = "1.3"
+READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
 Label = Union[int, str]
 
 
@@ -62,6 +62,11 @@ class ModelInfo(BaseModel):
     id: str
     kind: str
     format: str
+    task: Literal["classification", "regression"] = Field(
+        default="classification", description="regression: one score per decision; its one class is 'score'.")
+    decision: dict[str, Any] | None = Field(
+        default=None, exclude_if=lambda v: v is None,
+        description="Regression: the policy's decision cut-off (adverse_if, adverse, favourable); absent without one.")
     path: str = Field(description="As written in the policy (relative to the policy file).")
     sha256: str
     classes: list[Label]
@@ -122,10 +127,15 @@ class Decision(BaseModel):
         description="DICOM images: the tags the policy keeps (datasets[].dicom_tags), by keyword; null: not in "
         "the file. No other tag of the file is read. Absent for PNG images and other data.")
     text: str | None = Field(default=None, description="Text data: the input text.")
-    true_label: Label
-    predicted_label: Label
-    probabilities: dict[str, float] = Field(description="Per class label (as text).")
-    correct: bool
+    true_label: Label | float = Field(description="The true class, or a regression model's true value.")
+    predicted_label: Label | None = Field(
+        description="The predicted class; a regression model's decision under its cut-off (None without one).")
+    prediction: float | None = Field(default=None, exclude_if=lambda v: v is None,
+                                     description="Regression: the model's score (absent for classifiers).")
+    probabilities: dict[str, float] = Field(
+        default_factory=dict, description="Per class label (as text); empty for a regression model.")
+    correct: bool | None = Field(description="Predicted class = true class; regression: the score and the true value "
+                                 "fall on the same side of the cut-off (None without one).")
     explanations: dict[str, Any] = Field(description="Per explanation name: the family's result.")
     agreement: Agreement | None = None
     principal_reasons: PrincipalReasons | None = Field(
@@ -140,11 +150,11 @@ class Subject(BaseModel):
     dataset: DatasetInfo
     background: str = Field(description="Id of the dataset used as the explainers' reference distribution.")
     sample: SampleInfo
-    performance: Performance
+    performance: Performance | RegressionPerformance
     methods: list[MethodRecord]
     skipped: list[SkippedMethod] = Field(default_factory=list)
     global_explanations: dict[str, Any] = Field(default_factory=dict)
-    subgroups: dict[str, list[GroupStats]] | None = Field(
+    subgroups: dict[str, list[GroupStats] | list[RegressionGroupStats]] | None = Field(
         default=None, description="Per feature named by a threshold's 'by': performance of each group."
     )
     used_features: list[str] | None = Field(
@@ -160,7 +170,7 @@ class Subject(BaseModel):
 
 
 class Evidence(BaseModel):
-    evidence_version: Literal["1.0", "1.1", "1.2"] = EVIDENCE_VERSION
+    evidence_version: Literal["1.0", "1.1", "1.2", "1.3"] = EVIDENCE_VERSION
     auditor_version: str
     policy_sha256: str
     audit: dict[str, Any]

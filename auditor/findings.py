@@ -3,7 +3,9 @@
 
 Metrics:
 
-- ``performance.<accuracy|balanced_accuracy|roc_auc|brier_score>``, overall or ``by`` a feature's groups;
+- ``performance.<accuracy|balanced_accuracy|roc_auc|brier_score>`` (classifiers) and
+  ``performance.<rmse|mae|r2>`` (regression models), overall or ``by`` a feature's groups; a model of the
+  other task is not measured by it (no finding for it);
 - ``fairness.positive_rate_gap`` ``by`` a feature: the largest difference between two groups' shares
   of decisions predicted as the positive class;
 - ``agreement.rate``: share of decisions whose attribution methods agree;
@@ -46,7 +48,9 @@ class Finding(BaseModel):
         return f"{self.id} ({self.model})" if self.model else self.id
 
 
-PERFORMANCE = ("accuracy", "balanced_accuracy", "roc_auc", "brier_score")
+CLASSIFICATION_ONLY = ("accuracy", "balanced_accuracy", "roc_auc", "brier_score")
+REGRESSION_ONLY = ("rmse", "mae", "r2")
+PERFORMANCE = CLASSIFICATION_ONLY + REGRESSION_ONLY
 DATA = ("missing_rate", "duplicate_share", "overlap_share")
 
 
@@ -125,6 +129,8 @@ def evaluate(policy, evidence) -> list[Finding]:
                 continue
             where = f"subjects[{si}]"
             values: list[tuple[str | None, float | None, str]] = []
+            if head == "performance" and figure not in _task_figures(s):
+                continue  # a regression figure of a classifier, or the other way round: not this model's measure
             if head == "performance" and not t.by:
                 values.append((None, getattr(s.performance, figure), f"{where}.performance.{figure}"))
             elif head in ("performance", "fairness"):
@@ -154,6 +160,10 @@ def evaluate(policy, evidence) -> list[Finding]:
                 values.append((None, getattr(summary, figure, None), f"{where}.methods[{index}].summary.{figure}"))
             findings.extend(_finding(t, s.model.id, group, value, path, model=s.model.id) for group, value, path in values)
     return findings
+
+
+def _task_figures(subject) -> tuple[str, ...]:
+    return REGRESSION_ONLY if subject.model.task == "regression" else CLASSIFICATION_ONLY
 
 
 def _finding(t, subject: str, group: str | None, value: float | None, path: str, *, model: str | None,

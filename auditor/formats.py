@@ -254,8 +254,8 @@ class OnnxScorer:
 
     BLOCK = 512
 
-    def __init__(self, data: bytes, logits: bool) -> None:
-        self.data, self.logits = data, logits
+    def __init__(self, data: bytes, logits: bool, regression: bool = False) -> None:
+        self.data, self.logits, self.regression = data, logits, regression
         self._open()
 
     def _open(self) -> None:
@@ -271,8 +271,10 @@ class OnnxScorer:
         self.dtype = np.float64 if first.type == "tensor(double)" else np.float32
         self.width = first.shape[1] if len(first.shape) == 2 and isinstance(first.shape[1], int) else None
         outputs = [o for o in self.session.get_outputs() if o.type in ("tensor(float)", "tensor(double)")
-                   and len(o.shape) == 2]
-        named = [o for o in outputs if o.name == "probabilities"]
+                   and len(o.shape) in ((1, 2) if self.regression else (2,))]
+        named = [o for o in outputs if o.name == ("variable" if self.regression else "probabilities")]
+        if not outputs and self.regression:
+            raise ModelError("the ONNX model has no float output (the score)", hint="export the regressor's prediction")
         if not outputs:
             raise ModelError("the ONNX model has no two-dimensional float output (class probabilities)",
                              hint="export classifiers with their probabilities as a tensor (skl2onnx: "
@@ -280,7 +282,7 @@ class OnnxScorer:
         self.output = (named or outputs)[-1].name
 
     def __getstate__(self) -> dict:
-        return {"data": self.data, "logits": self.logits}
+        return {"data": self.data, "logits": self.logits, "regression": self.regression}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -292,6 +294,8 @@ class OnnxScorer:
         parts = [self.session.run([self.output], {self.input: block.astype(self.dtype)})[0]
                  for block in np.split(padded, len(padded) // self.BLOCK)]
         out = np.concatenate(parts)[:n].astype(np.float64)
+        if self.regression:
+            return out.reshape(n, -1)
         if self.logits:
             out = np.exp(out - out.max(axis=1, keepdims=True))
         return out / out.sum(axis=1, keepdims=True)
@@ -299,7 +303,7 @@ class OnnxScorer:
 
 def _onnx(spec, path: Path) -> Loaded:
     try:
-        scorer = OnnxScorer(path.read_bytes(), spec.logits)
+        scorer = OnnxScorer(path.read_bytes(), spec.logits, spec.task == "regression")
     except ModelError as exc:
         raise ModelError(f"{path}: {exc.message}", hint=exc.hint) from None
     except Exception as exc:
@@ -311,10 +315,10 @@ def _onnx(spec, path: Path) -> Loaded:
 class BoosterScorer:
     """An XGBoost or LightGBM booster, loaded and scored by its own library: numbers in (missing values as NaN,
     which boosters route natively), class probabilities out. Binary objectives give the positive class's
-    probability, which becomes the two columns [1 - p, p]."""
+    probability, which becomes the two columns [1 - p, p]; regression objectives give the score, one column."""
 
-    def __init__(self, library: str, booster) -> None:
-        self.library, self.booster = library, booster
+    def __init__(self, library: str, booster, regression: bool = False) -> None:
+        self.library, self.booster, self.regression = library, booster, regression
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         if self.library == "xgboost":
@@ -324,6 +328,8 @@ class BoosterScorer:
         else:
             p = self.booster.predict(X)
         p = np.asarray(p, dtype=np.float64)
+        if self.regression:
+            return p.reshape(len(X), -1)
         return np.column_stack([1.0 - p, p]) if p.ndim == 1 else p
 
     @property
@@ -340,6 +346,10 @@ class BoosterScorer:
 
 _PROBABILISTIC = {"xgboost": ("binary:logistic", "multi:softprob", "multi:softmax"),
                   "lightgbm": ("binary", "multiclass", "multiclassova", "cross_entropy")}
+_REGRESSION = {"xgboost": ("reg:squarederror", "reg:squaredlogerror", "reg:absoluteerror", "reg:pseudohubererror",
+                           "reg:tweedie", "reg:gamma", "count:poisson"),
+               "lightgbm": ("regression", "regression_l1", "huber", "fair", "poisson", "quantile", "mape", "gamma",
+                            "tweedie")}
 
 
 def _booster(spec, path: Path) -> Loaded:
@@ -365,13 +375,23 @@ def _booster(spec, path: Path) -> Loaded:
         raise ModelError(f"{path}: not a {library} model file ({first_line(exc)})",
                          hint=("save the booster with booster.save_model('model.ubj')" if library == "xgboost"
                                else "save the booster with booster.save_model('model.txt')")) from None
+    regression = spec.task == "regression"
+    name = "XGBoost" if library == "xgboost" else "LightGBM"
+    if regression:
+        if objective.split(" ")[0] not in _REGRESSION[library]:
+            raise ModelError(f"{path}: the {library} objective {objective!r} does not give a regression score, and the "
+                             "policy says task: regression",
+                             hint=f"remove 'task: regression', or audit a regressor ({', '.join(_REGRESSION[library])})")
+        return Loaded(BoosterScorer(library, booster, True), "array", f"{name} Booster ({objective.split(' ')[0]})")
+    if objective.split(" ")[0] in _REGRESSION[library]:
+        raise ModelError(f"{path}: the {library} objective {objective!r} gives scores, not class probabilities",
+                         hint="set 'task: regression' on this model")
     if objective.split(" ")[0] not in _PROBABILISTIC[library]:
         raise ModelError(f"{path}: the {library} objective {objective!r} does not give class probabilities",
                          hint=f"audit a classifier trained with one of: {', '.join(_PROBABILISTIC[library])}")
     if library == "xgboost" and objective == "multi:softmax":
         raise ModelError(f"{path}: objective multi:softmax gives labels, not probabilities",
                          hint="train with multi:softprob")
-    name = "XGBoost" if library == "xgboost" else "LightGBM"
     return Loaded(BoosterScorer(library, booster), "array", f"{name} Booster ({objective.split(' ')[0]})")
 
 

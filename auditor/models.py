@@ -1,8 +1,9 @@
 """Models: give every explainer the same view of a tabular model, whatever its file format.
 
 A :class:`ModelAdapter` is bound to one dataset's :class:`~auditor.datasets.FeatureSpace`: it takes
-feature-space matrices (float64, categorical features as codes) and returns class probabilities in
-the order of ``classes``. scikit-learn models get the original values (their pipeline encodes them);
+feature-space matrices (float64, categorical features as codes) and returns its outputs
+(:meth:`ModelAdapter.outputs`): class probabilities in the order of ``classes``, or, for a regression model,
+the score as one column (its one "class" is :data:`SCORE`). scikit-learn models get the original values (their pipeline encodes them);
 PyTorch, ONNX and booster models the encoded matrix (categories one-hot or as codes, in category order).
 PyTorch adapters also expose a differentiable path for gradient methods. Files are read by
 :mod:`auditor.formats`.
@@ -24,7 +25,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .policy import ModelSpec, Policy
 
-__all__ = ["ClassifierView", "ModelAdapter", "load_model", "file_sha256", "path_sha256"]
+__all__ = ["SCORE", "ClassifierView", "ModelAdapter", "load_model", "file_sha256", "path_sha256"]
+
+SCORE = "score"
+"""The one output of a regression model: explanations of it have this as their ``target``."""
 
 PREDICT_BATCH = 65_536  # rows scored per model call; bounds memory for LIME's perturbations etc.
 TORCH_ROWS = 512
@@ -78,6 +82,18 @@ class ClassifierView:
     @property
     def class_names(self) -> list[str]:
         return list(self.spec.class_names) if self.spec.class_names else [str(c) for c in self.classes]
+
+    @property
+    def task(self) -> str:
+        return getattr(self.spec, "task", "classification")
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
+
+    def outputs(self, X):
+        """What explanations explain, one column per class (regression: the score, one column)."""
+        return self.predict_proba(X)
 
     @property
     def positive_index(self) -> int:
@@ -148,8 +164,25 @@ class ModelAdapter(ClassifierView):
 
     # --- scoring -----------------------------------------------------------------------------------
 
+    @property
+    def class_names(self) -> list[str]:
+        if self.regression:
+            return ["Score"]
+        return super().class_names
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """Class probabilities for a feature-space batch, shape (n, len(classes)), in chunks."""
+        """Class probabilities for a feature-space batch, shape (n, len(classes)); classifiers only."""
+        if self.regression:
+            raise TypeError(f"model {self.id!r} is a regression model: it gives scores (use outputs), not probabilities")
+        return self.outputs(X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """A regression model's scores for a feature-space batch, shape (n,)."""
+        return self.outputs(X)[:, 0]
+
+    def outputs(self, X: np.ndarray) -> np.ndarray:
+        """The model's outputs for a feature-space batch, shape (n, len(classes)), in chunks: class probabilities,
+        or a regression model's score as one column."""
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:
             X = X[None, :]
@@ -166,9 +199,13 @@ class ModelAdapter(ClassifierView):
             with torch.no_grad():
                 proba = torch.cat([self.torch_forward(block) for block in inputs.split(TORCH_ROWS)])
             proba = proba[:n].double().numpy()
+            if self.regression:
+                return proba
             return proba / proba.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
         if self.framework == "array":
             return self.estimator(self.encoded(X))
+        if self.regression:
+            return np.asarray(self.estimator.predict(self._sklearn_input(X)), dtype=np.float64).reshape(len(X), -1)
         return np.asarray(self.estimator.predict_proba(self._sklearn_input(X)), dtype=np.float64)
 
     def _sklearn_input(self, X: np.ndarray):
@@ -206,9 +243,12 @@ class ModelAdapter(ClassifierView):
         return X
 
     def torch_forward(self, inputs):
-        """Probabilities from model inputs, differentiable (softmax over logits if needed)."""
+        """Probabilities from model inputs, differentiable (softmax over logits if needed); a regression model's
+        score as one column."""
         with plain_torchscript():
             out = self.estimator(inputs)
+        if self.regression:
+            return out.reshape(len(inputs), -1)
         if self.spec.logits:
             out = out.softmax(dim=-1)
         return out
@@ -233,8 +273,19 @@ def _load_model(spec: ModelSpec, policy: Policy, dataset: Dataset, background: D
     estimator, framework, warnings = loaded.estimator, loaded.framework, loaded.warnings
     where = f"model {spec.id!r} ({path.name}) on dataset {dataset.spec.id!r}"
 
+    regression = spec.task == "regression"
+    if framework == "sklearn" and regression:
+        if not hasattr(estimator, "predict"):
+            raise ModelError(f"{where}: {type(estimator).__name__} has no predict", hint="audit a fitted regressor")
+        if getattr(estimator, "_estimator_type", None) == "classifier" or hasattr(estimator, "classes_"):
+            raise ModelError(f"{where}: {type(estimator).__name__} is a classifier, and the policy says task: regression",
+                             hint="remove 'task: regression' from this model (or audit a regressor)")
     if framework == "sklearn":
-        if not hasattr(estimator, "predict_proba"):
+        if not regression and not hasattr(estimator, "predict_proba"):
+            hint = ("it predicts scores: set 'task: regression' on this model" if getattr(
+                estimator, "_estimator_type", None) == "regressor" else
+                "audit a probabilistic classifier (or wrap it in CalibratedClassifierCV)")
+            raise ModelError(f"{where}: {type(estimator).__name__} has no predict_proba", hint=hint)
             raise ModelError(f"{where}: {type(estimator).__name__} has no predict_proba",
                              hint="audit a probabilistic classifier (or wrap it in CalibratedClassifierCV)")
         names = getattr(estimator, "feature_names_in_", None)
@@ -254,12 +305,12 @@ def _load_model(spec: ModelSpec, policy: Policy, dataset: Dataset, background: D
         if names is None and n_in is not None and n_in != len(dataset.space.features):
             raise ModelError(f"{where}: feature mismatch: the model takes {n_in} features, the policy lists "
                              f"{len(dataset.space.features)}", hint="list exactly the model's input features")
-        classes = [python_label(c) for c in getattr(estimator, "classes_", [])]
+        classes = [SCORE] if regression else [python_label(c) for c in getattr(estimator, "classes_", [])]
         if spec.classes and [python_label(c) for c in spec.classes] != classes:
             raise ModelError(f"{where}: the policy's classes {spec.classes} differ from the model's {classes}",
                              hint="list classes in the model's order, or leave 'classes' out")
     else:
-        classes = [python_label(c) for c in spec.classes]
+        classes = [SCORE] if regression else [python_label(c) for c in spec.classes]
 
     adapter = ModelAdapter(spec, framework, estimator, classes, dataset.space, file_sha256(path), warnings,
                            description=loaded.kind)
@@ -273,7 +324,7 @@ def _load_model(spec: ModelSpec, policy: Policy, dataset: Dataset, background: D
         raise ModelError(f"{where}: positive_class {spec.positive_class!r} is not one of the model's classes "
                          f"{classes}", hint="use one of the model's class labels")
 
-    unknown = sorted({v for v in dataset.y.tolist() if v not in classes}, key=str)
+    unknown = [] if regression else sorted({v for v in dataset.y.tolist() if v not in classes}, key=str)
     if unknown:
         raise ModelError(f"{where}: the dataset's target {dataset.spec.target!r} has values {unknown[:5]} that are "
                          f"not classes of the model {classes}",
@@ -282,7 +333,7 @@ def _load_model(spec: ModelSpec, policy: Policy, dataset: Dataset, background: D
     complete = dataset.X[~np.isnan(dataset.X).any(axis=1)]
     rows = complete if len(complete) else dataset.X  # missing values are probed apart, feature by feature
     try:
-        probe = adapter.predict_proba(rows[:2])
+        probe = adapter.outputs(rows[:2])
     except Exception as exc:
         raise ModelError(f"{where}: the model rejected the dataset's features: {first_line(exc)}",
                          hint="check the features list (names, order, types) against what the model was trained on") from None
@@ -296,6 +347,9 @@ def _load_model(spec: ModelSpec, policy: Policy, dataset: Dataset, background: D
             raise ModelError(f"{where}: the model does not take a batch of 3 rows: {first_line(exc)}",
                              hint="export it with a dynamic batch dimension: torch.export.export(model, (x,), "
                                   "dynamic_shapes=({0: torch.export.Dim('batch')},))") from None
+    if regression and probe.shape != (min(2, dataset.n_rows), 1):
+        raise ModelError(f"{where}: the model returned shape {probe.shape}, expected one score per row",
+                         hint="audit a model with a single output (a multi-output regressor is not supported)")
     if probe.shape != (min(2, dataset.n_rows), len(classes)):
         raise ModelError(f"{where}: the model returned shape {probe.shape}, expected (n, {len(classes)}) for classes "
                          f"{classes}", hint="check 'classes' (one label per model output)")
@@ -333,17 +387,18 @@ def probe_missing(adapter: ModelAdapter, datasets: list[Dataset], where: str) ->
                                "must explain the model as it runs")
 
     try:
-        proba = adapter.predict_proba(rows)
+        proba = adapter.outputs(rows)
     except Exception:
         for k, i in enumerate(gone):  # find the first feature the model refuses
             try:
-                adapter.predict_proba(rows[k : k + 1])
+                adapter.outputs(rows[k : k + 1])
             except Exception as exc:
                 raise refuse(int(i), f"rejected a row holding one: {first_line(exc)}") from None
         raise
     bad = np.flatnonzero(~np.isfinite(proba).all(axis=1))
     if len(bad):
-        raise refuse(int(gone[bad[0]]), "returned no probability (NaN) for a row holding one")
+        raise refuse(int(gone[bad[0]]), "returned no " + ("score" if adapter.regression else "probability")
+                     + " (NaN) for a row holding one")
     return tuple(space.names[i] for i in gone)
 
 

@@ -1,12 +1,19 @@
-"""Model performance on the audited dataset: accuracy, ROC AUC, confusion matrix, calibration."""
+"""Model performance on the audited dataset.
+
+Classifiers: accuracy, ROC AUC, confusion matrix, calibration. Regression models: RMSE, MAE, R², the residuals
+by decile of the prediction, and, under a decision cut-off, how often the cut-off decides as the true value
+would (the decision's own confusion matrix)."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 from sklearn import metrics
 
-__all__ = ["GroupStats", "Performance", "measure_groups", "measure_performance"]
+__all__ = ["GroupStats", "Performance", "RegressionGroupStats", "RegressionPerformance", "measure_groups",
+           "measure_performance", "measure_regression", "measure_regression_groups"]
 
 
 class ClassMetrics(BaseModel):
@@ -111,5 +118,92 @@ def measure_groups(proba: np.ndarray, y: np.ndarray, classes: list, positive_ind
             brier_score=float(metrics.brier_score_loss(truth, proba[mask, positive_index]))
             if len(classes) == 2 and mask.any() else None,
             positive_rate=float((pi == positive_index).mean()) if mask.any() else 0.0,
+        ))
+    return out
+
+
+class ResidualBin(BaseModel):
+    lower: float = Field(description="Lowest prediction in the decile.")
+    upper: float = Field(description="Highest prediction in the decile.")
+    count: int
+    mean_predicted: float
+    mean_observed: float
+    mean_residual: float = Field(description="Mean of true value minus prediction: above 0, the model predicts low.")
+    rmse: float
+
+
+class CutOffPerformance(BaseModel):
+    cut_off: float
+    side: Literal["below", "above"] = Field(description="Which side of the cut-off is adverse.")
+    labels: list[str] = Field(description="The decision's names: [favourable, adverse].")
+    adverse_rate: float = Field(description="Share of rows the model's score puts on the adverse side.")
+    observed_adverse_rate: float = Field(description="Share of rows whose true value is on the adverse side.")
+    accuracy: float = Field(description="Share of rows where the score and the true value fall on the same side.")
+    confusion_matrix: list[list[int]] = Field(description="Rows: by the true value; columns: by the score; "
+                                              "[favourable, adverse].")
+
+
+class RegressionPerformance(BaseModel):
+    rows: int
+    rmse: float
+    mae: float
+    r2: float
+    mean_observed: float
+    mean_predicted: float
+    residual_deciles: list[ResidualBin] = Field(description="Residuals by decile of the prediction, lowest first.")
+    decision: CutOffPerformance | None = Field(default=None, description="Under the policy's decision cut-off.")
+
+
+def measure_regression(pred: np.ndarray, y: np.ndarray, decision=None) -> RegressionPerformance:
+    """``pred``: the model's scores; ``y``: the true values; ``decision``: the model's DecisionSpec, if any."""
+    pred, y = np.asarray(pred, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    residual = y - pred
+    bins = []
+    order = np.argsort(pred, kind="stable")
+    for part in np.array_split(order, min(10, len(order))):
+        if len(part):
+            bins.append(ResidualBin(lower=float(pred[part].min()), upper=float(pred[part].max()), count=len(part),
+                                    mean_predicted=float(pred[part].mean()), mean_observed=float(y[part].mean()),
+                                    mean_residual=float(residual[part].mean()),
+                                    rmse=float(np.sqrt(np.mean(residual[part] ** 2)))))
+    cut = None
+    if decision is not None:
+        said, true = decision.adverse_if.adverse(pred), decision.adverse_if.adverse(y)
+        cut = CutOffPerformance(cut_off=decision.adverse_if.value, side=decision.adverse_if.side,
+                                labels=[decision.favourable, decision.adverse], adverse_rate=float(said.mean()),
+                                observed_adverse_rate=float(true.mean()), accuracy=float((said == true).mean()),
+                                confusion_matrix=metrics.confusion_matrix(true, said, labels=[False, True]).tolist())
+    return RegressionPerformance(
+        rows=len(y), rmse=float(np.sqrt(metrics.mean_squared_error(y, pred))),
+        mae=float(metrics.mean_absolute_error(y, pred)), r2=float(metrics.r2_score(y, pred)) if len(y) > 1 else 0.0,
+        mean_observed=float(y.mean()), mean_predicted=float(pred.mean()), residual_deciles=bins, decision=cut)
+
+
+class RegressionGroupStats(BaseModel):
+    group: str
+    rows: int
+    rmse: float | None
+    mae: float | None
+    r2: float | None = Field(description="None when the group has fewer than two rows or a constant true value.")
+    mean_residual: float | None = Field(description="Mean of true value minus prediction in the group.")
+    positive_rate: float | None = Field(
+        description="Share of the group's decisions on the adverse side of the cut-off (None without a cut-off).")
+
+
+def measure_regression_groups(pred: np.ndarray, y: np.ndarray, groups: np.ndarray, decision=None
+                              ) -> list[RegressionGroupStats]:
+    pred, y = np.asarray(pred, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    out = []
+    for g in sorted(set(groups.tolist()), key=str):
+        mask = groups == g
+        p, t = pred[mask], y[mask]
+        some = bool(mask.any())
+        out.append(RegressionGroupStats(
+            group=str(g), rows=int(mask.sum()),
+            rmse=float(np.sqrt(np.mean((t - p) ** 2))) if some else None,
+            mae=float(np.mean(np.abs(t - p))) if some else None,
+            r2=float(metrics.r2_score(t, p)) if len(t) > 1 and np.ptp(t) > 0 else None,
+            mean_residual=float(np.mean(t - p)) if some else None,
+            positive_rate=float(decision.adverse_if.adverse(p).mean()) if decision is not None and some else None,
         ))
     return out

@@ -32,6 +32,8 @@ __all__ = [
     "AgreementSpec",
     "AuditInfo",
     "AuditedPair",
+    "CutOff",
+    "DecisionSpec",
     "DatasetSpec",
     "FeatureSpec",
     "ModelSpec",
@@ -74,6 +76,51 @@ class ArchitectureSpec(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
+class CutOff(_Strict):
+    """Which side of a score is the adverse decision."""
+
+    below: float | None = Field(default=None, description="Scores below this are adverse (e.g. a credit score).")
+    above: float | None = Field(default=None, description="Scores above this are adverse (e.g. a risk score).")
+
+    @model_validator(mode="after")
+    def _one_side(self):
+        if (self.below is None) == (self.above is None):
+            raise ValueError("give exactly one of 'below' or 'above'")
+        return self
+
+    @property
+    def value(self) -> float:
+        return self.below if self.below is not None else self.above  # type: ignore[return-value]
+
+    @property
+    def side(self) -> str:
+        return "below" if self.below is not None else "above"
+
+    def adverse(self, scores):
+        """Whether each score is on the adverse side (a score equal to the cut-off is not adverse)."""
+        import numpy as np
+
+        scores = np.asarray(scores, dtype=np.float64)
+        return scores < self.value if self.side == "below" else scores > self.value
+
+
+class DecisionSpec(_Strict):
+    """How a regression model's score becomes a decision: a cut-off and the names of its two outcomes."""
+
+    adverse_if: CutOff = Field(description="e.g. {below: 600}: a score under 600 is an adverse decision.")
+    adverse: str = Field(default="adverse", min_length=1, description="Name of the adverse decision, e.g. decline.")
+    favourable: str = Field(default="favourable", min_length=1, description="Name of the other, e.g. approve.")
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        if self.adverse == self.favourable:
+            raise ValueError("'adverse' and 'favourable' must differ")
+        return self
+
+    def labels(self, scores) -> list[str]:
+        return [self.adverse if a else self.favourable for a in self.adverse_if.adverse(scores)]
+
+
 class ModelSpec(_Strict):
     id: str = Field(pattern=ID_PATTERN)
     path: Path
@@ -84,7 +131,13 @@ class ModelSpec(_Strict):
         default=None, description="state_dict only: the Python class whose weights the file holds."
     )
     max_length: int = Field(default=64, ge=8, le=512, description="huggingface only: tokens per text.")
-    task: Literal["classification"] = "classification"
+    task: Literal["classification", "regression"] = Field(
+        default="classification",
+        description="classification: the model gives class probabilities; regression: one score per decision "
+        "(a loss estimate, a risk score), measured against a numeric target.")
+    decision: DecisionSpec | None = Field(
+        default=None, description="Regression only: a cut-off that turns the score into a decision, which then gets "
+        "principal reasons, recourse and findings like a classifier's.")
     classes: list[Label] | None = Field(
         default=None,
         description="Class labels as they appear in the dataset's target column, in the order of the "
@@ -124,6 +177,8 @@ class ModelSpec(_Strict):
     @property
     def logits(self) -> bool:
         """Whether the model returns logits (a softmax gives its probabilities)."""
+        if self.task == "regression":
+            return False
         return self.outputs == "logits" or (self.outputs is None and FORMATS[self.format].gradients)
     version: str | None = None
     description: str | None = None
@@ -147,7 +202,8 @@ class FeatureSpec(_Strict):
 class DatasetSpec(_Strict):
     id: str = Field(pattern=ID_PATTERN)
     path: Path | None = Field(default=None, description="CSV or Parquet file.")
-    source: Literal["sklearn:breast_cancer", "sklearn:digits", "sklearn:iris", "sklearn:wine"] | None = Field(
+    source: Literal["sklearn:breast_cancer", "sklearn:digits", "sklearn:iris", "sklearn:wine",
+                    "sklearn:diabetes"] | None = Field(
         default=None, description="A dataset scikit-learn ships (instead of path)."
     )
     format: Literal["csv", "parquet"] | None = Field(default=None, description="Default: from the file suffix.")
@@ -196,7 +252,7 @@ class ThresholdSpec(_Strict):
 
     id: str | None = Field(default=None, description="Name of the finding; default: the metric (and subgroup).")
     metric: str = Field(
-        description="performance.<accuracy|balanced_accuracy|roc_auc|brier_score>, fairness.positive_rate_gap, "
+        description="performance.<accuracy|balanced_accuracy|roc_auc|brier_score> (regression: <rmse|mae|r2>), fairness.positive_rate_gap, "
         "agreement.rate, data.<missing_rate|duplicate_share|overlap_share>, stability.psi, or "
         "<explanation name>.<figure>, a quality figure of the explanation's type."
     )
@@ -235,7 +291,11 @@ class SigningSpec(_Strict):
 
 class SampleSpec(_Strict):
     size: int = Field(default=20, ge=1, le=1_000_000)
-    strategy: Literal["random", "stratified", "boundary", "misclassified"] = "stratified"
+    strategy: Literal["random", "stratified", "boundary", "misclassified"] = Field(
+        default="stratified",
+        description="random; stratified: by true class (regression: by decile of the prediction); boundary: least "
+        "sure (regression: nearest the decision cut-off); misclassified: predicted class wrong (regression: the "
+        "cut-off decides the other way than the true value would).")
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
 
 
@@ -253,7 +313,9 @@ class ReportSpec(_Strict):
 class PrincipalReasonsSpec(_Strict):
     """Adverse-action principal reasons (ECOA / Regulation B 1002.9): up to four, ranked, per adverse decision."""
 
-    adverse_class: Label = Field(description="Label of the adverse outcome (e.g. bad, decline).")
+    adverse_class: Label | None = Field(
+        default=None, description="Label of the adverse outcome of a classifier (e.g. bad, decline). A regression "
+        "model's adverse decision is its decision's 'adverse' side.")
     max_reasons: int = Field(default=4, ge=1, le=4, description="Reg B commentary: more than four is not likely to help.")
     methods: list[str] | None = Field(
         default=None, description="Explanation names the reasons derive from; default: every per-decision method."
@@ -335,7 +397,7 @@ def _derived(key: tuple) -> type[Policy]:
     union = Annotated[Union[tuple(specs)], Field(discriminator="type")] if len(specs) > 1 else specs[0]
     figures = ", ".join(f"<name>.{f}" + f" ({t})" for t, cls in key for f in cls.figures)
     threshold = create_model("ThresholdSpec", __base__=ThresholdSpec, metric=(str, Field(description=(
-        "performance.<accuracy|balanced_accuracy|roc_auc|brier_score>, fairness.positive_rate_gap, agreement.rate, "
+        "performance.<accuracy|balanced_accuracy|roc_auc|brier_score> (regression: <rmse|mae|r2>), fairness.positive_rate_gap, agreement.rate, "
         "data.<missing_rate|duplicate_share|overlap_share>, stability.psi (by a feature or score; default: the "
         f"worst feature), or a quality figure of an explanation, by its name in the policy and its type: {figures}."))))
     return create_model("Policy", __base__=Policy,

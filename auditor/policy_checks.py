@@ -76,7 +76,15 @@ def reference_problems(policy: "Policy", file: str, lines: dict) -> list[Problem
         why = not_a_file(policy.resolve(m.architecture.file)) if m.architecture is not None else None
         if why:
             add(("models", i, "architecture", "file"), why, "correct the path (relative to the policy file's folder)")
-        if FORMATS[m.format].needs_classes and not m.classes:
+        if m.task == "regression":
+            for key in ("classes", "class_names", "positive_class", "outputs"):
+                if getattr(m, key) is not None:
+                    add(("models", i, key), f"'{key}' is for classifiers; model {m.id!r} is a regression model "
+                        "(one score)", f"remove '{key}'")
+        elif m.decision is not None:
+            add(("models", i, "decision"), "a decision cut-off is for regression models (a classifier decides by "
+                "its classes)", "remove 'decision', or set task: regression")
+        if FORMATS[m.format].needs_classes and not m.classes and m.task == "classification":
             add(("models", i, "format"), f"a {m.format} model needs 'classes' (labels in output order)",
                 "add classes: [<label of output 0>, <label of output 1>, ...]")
         if m.class_names and m.classes and len(m.class_names) != len(m.classes):
@@ -110,6 +118,7 @@ def reference_problems(policy: "Policy", file: str, lines: dict) -> list[Problem
                 add(("audited", i, key), f"unknown dataset id {ref!r}", f"use one of: {', '.join(sorted(dataset_ids))}")
 
     audited_models = {p.model for p in policy.audited}
+    problems.extend(_task_problems(policy, file, lines, model_ids, dataset_ids))
     for i, spec in enumerate(policy.explanations):
         cls = EXPLAINERS[spec.type]
         for j, mid in enumerate(spec.models or []):
@@ -157,6 +166,11 @@ def reference_problems(policy: "Policy", file: str, lines: dict) -> list[Problem
 
     if policy.principal_reasons is not None:
         pr = policy.principal_reasons
+        classifiers = [p.model for p in policy.audited if p.model in model_ids
+                       and policy.model(p.model).task == "classification"]
+        if classifiers and pr.adverse_class is None:
+            add(("principal_reasons",), f"principal reasons for classifier {classifiers[0]!r} need 'adverse_class'",
+                "add adverse_class: <the label of the adverse outcome>")
         local = {s.name for s in policy.explanations if EXPLAINERS[s.type].gives_reasons()}
         givers = ", ".join(t for t, c in EXPLAINERS.items() if c.gives_reasons())
         if not local:
@@ -173,4 +187,57 @@ def reference_problems(policy: "Policy", file: str, lines: dict) -> list[Problem
                 if name not in audited_features:
                     add(("principal_reasons", key, name), f"unknown feature {name!r}",
                         "use a feature name listed under the audited dataset's features")
+    return problems
+
+
+def _task_problems(policy: "Policy", file: str, lines: dict, model_ids: set, dataset_ids: set) -> list[Problem]:
+    """Regression models: the data they are audited on, and what the sample and thresholds ask of a score."""
+    from .findings import CLASSIFICATION_ONLY, REGRESSION_ONLY
+    from .modalities import modality_of
+
+    problems: list[Problem] = []
+
+    def add(loc: tuple, message: str, fix: str | None = None) -> None:
+        problems.append(Problem(file, field_path(loc, None), message, fix, line_of(loc, lines)))
+
+    tasks: dict[str, set[str]] = {}
+    for i, pair in enumerate(policy.audited):
+        if pair.model not in model_ids or pair.dataset not in dataset_ids:
+            continue
+        m, d = policy.model(pair.model), policy.dataset(pair.dataset)
+        tasks.setdefault(pair.dataset, set()).add(m.task)
+        if pair.background in dataset_ids:
+            tasks.setdefault(pair.background, set()).add(m.task)
+        if m.task == "regression" and not modality_of(d).scores:
+            add(("audited", i, "model"), f"regression model {m.id!r} is audited on {modality_of(d).name} dataset "
+                f"{d.id!r}; regression models are audited on tabular data", "audit it on a tabular dataset")
+    for i, d in enumerate(policy.datasets):
+        if len(tasks.get(d.id, ())) > 1:
+            add(("datasets", i, "target"), f"dataset {d.id!r} is audited by a classifier and a regression model; "
+                f"its target {d.target!r} cannot be both class labels and numbers",
+                "give each task its own dataset entry (the same file may be listed twice, with two ids)")
+    regressions = [policy.model(p.model) for p in policy.audited if p.model in model_ids
+                   and policy.model(p.model).task == "regression"]
+    strategy = policy.sample.strategy
+    no_cut = [m.id for m in regressions if m.decision is None]
+    if strategy in ("boundary", "misclassified") and no_cut:
+        add(("sample", "strategy"), f"the '{strategy}' sample of regression model {no_cut[0]!r} needs a decision "
+            "cut-off (models[].decision), which it does not have",
+            "use strategy: random or stratified (by decile of the prediction), or give the model a decision cut-off")
+    for i, t in enumerate(policy.thresholds):
+        head, _, figure = t.metric.partition(".")
+        applies = [policy.model(m) for m in (t.models or model_ids) if m in model_ids
+                   and m in {p.model for p in policy.audited}]
+        if head == "performance" and figure in REGRESSION_ONLY and t.models and not any(
+                m.task == "regression" for m in applies):
+            add(("thresholds", i, "metric"), f"{t.metric} measures a regression model, and {', '.join(t.models)} "
+                "are classifiers", "use a classification metric, or name a regression model under 'models'")
+        if head == "performance" and figure in CLASSIFICATION_ONLY and t.models and all(
+                m.task == "regression" for m in applies):
+            add(("thresholds", i, "metric"), f"{t.metric} measures a classifier, and {', '.join(t.models)} are "
+                "regression models", "use performance.rmse, performance.mae or performance.r2")
+        if head == "fairness" and any(m.task == "regression" and m.decision is None for m in applies
+                                      if t.models):
+            add(("thresholds", i, "metric"), f"{t.metric} compares the groups' shares of adverse decisions, and a "
+                "regression model without a decision cut-off makes none", "give the model a decision cut-off")
     return problems

@@ -59,15 +59,15 @@ class ReasonsSummary(BaseModel):
 
 
 def used_features(model, X: np.ndarray, seed: int, max_rows: int = 1000) -> list[str]:
-    """Features whose values change the model's output: shuffling one changes some probability."""
+    """Features whose values change the model's output: shuffling one changes some probability (or score)."""
     rng = np.random.default_rng(seed)
     rows = X if len(X) <= max_rows else X[rng.choice(len(X), max_rows, replace=False)]
     names = model.space.names
     shuffled = np.repeat(rows[None, :, :], len(names), axis=0)  # one copy per feature, scored in one call
     for i in range(len(names)):
         shuffled[i, :, i] = rng.permutation(shuffled[i, :, i])
-    proba = model.predict_proba(shuffled.reshape(-1, rows.shape[1])).reshape(len(names), len(rows), -1)
-    base = model.predict_proba(rows)
+    proba = model.outputs(shuffled.reshape(-1, rows.shape[1])).reshape(len(names), len(rows), -1)
+    base = model.outputs(rows)
     return [name for i, name in enumerate(names) if np.any(np.abs(proba[i] - base) > 1e-9)]
 
 
@@ -94,7 +94,8 @@ def derive_reasons(explanations: dict, families: dict, *, adverse, methods: list
     tops = {m: r[:max_reasons] for m, r in rankings.items()}
     pairs = [(set(tops[a]), set(tops[b])) for a, b in combinations(methods, 2)]
     overlap = float(np.mean([len(a & b) / len(a | b) if a | b else 1.0 for a, b in pairs])) if pairs else None
-    return PrincipalReasons(adverse_class=adverse, reasons=reasons, methods=methods, by_method=tops,
+    label = getattr(adverse, "label", adverse)  # an Adverse outcome, or a class label
+    return PrincipalReasons(adverse_class=label, reasons=reasons, methods=methods, by_method=tops,
                             overlap=overlap, agree=None if overlap is None else overlap >= min_overlap)
 
 

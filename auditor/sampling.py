@@ -7,6 +7,11 @@ Strategies (the policy's ``sample.strategy``):
 - ``boundary``: the decisions the model is least sure of (smallest margin between the two most
   probable classes); ties are broken by the seeded shuffle.
 - ``misclassified``: decisions where the model's predicted class is not the true class.
+
+For a regression model (``decision`` is its cut-off, if any) the strategies mean what they can for a score:
+``stratified`` draws proportionally from the ten deciles of the prediction, ``boundary`` takes the scores
+nearest the cut-off, and ``misclassified`` the decisions where the cut-off decides otherwise than the true
+value would. The policy's checks refuse ``boundary`` and ``misclassified`` for a score with no cut-off.
 """
 
 from __future__ import annotations
@@ -35,13 +40,18 @@ class Sample:
 
 
 def draw_sample(
-    strategy: str, size: int, seed: int, *, y_true: np.ndarray, proba: np.ndarray, classes: list, ids: np.ndarray
+    strategy: str, size: int, seed: int, *, y_true: np.ndarray, proba: np.ndarray, classes: list, ids: np.ndarray,
+    regression: bool = False, decision=None,
 ) -> Sample:
-    """Pick ``size`` rows. ``proba`` are the model's probabilities for every row (columns = ``classes``)."""
+    """Pick ``size`` rows. ``proba`` are the model's outputs for every row (columns = ``classes``): probabilities,
+    or with ``regression`` the score as one column."""
     n = len(y_true)
     rng = np.random.default_rng(seed)
     order = rng.permutation(n)  # one seeded shuffle; every strategy draws from it, so ties are seeded too
-    if strategy == "random":
+    if regression and strategy != "random":
+        chosen, available = _score_sample(strategy, order, size, proba[:, 0], np.asarray(y_true, dtype=float),
+                                          decision)
+    elif strategy == "random":
         chosen = order[:size]
         available = n
     elif strategy == "stratified":
@@ -60,6 +70,19 @@ def draw_sample(
         raise ValueError(f"unknown sampling strategy {strategy!r}")
     chosen = sorted((int(i) for i in chosen), key=lambda i: (type(ids[i]).__name__, ids[i]))
     return Sample(rows=np.asarray(chosen, dtype=int), strategy=strategy, requested=size, available=available, seed=seed)
+
+
+def _score_sample(strategy: str, order: np.ndarray, size: int, score: np.ndarray, y: np.ndarray, decision):
+    if strategy == "stratified":
+        edges = np.quantile(score, np.linspace(0, 1, 11)[1:-1])
+        return _stratified(order, np.searchsorted(edges, score, side="right"), size), len(score)
+    if decision is None:  # the policy's checks refuse these strategies for a score without a cut-off
+        raise ValueError(f"the {strategy!r} sample of a regression model needs a decision cut-off")
+    if strategy == "boundary":
+        distance = np.abs(score - decision.adverse_if.value)
+        return order[np.argsort(distance[order], kind="stable")][:size], len(score)
+    wrong = decision.adverse_if.adverse(score) != decision.adverse_if.adverse(y)
+    return order[wrong[order]][:size], int(wrong.sum())
 
 
 def _stratified(order: np.ndarray, y_true: np.ndarray, size: int) -> np.ndarray:

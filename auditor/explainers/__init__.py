@@ -7,7 +7,7 @@ template partial (``templates/partials/methods/<type>.html.j2``).
 """
 
 from .attention import Attention
-from .base import Batch, Explainer, ExplainerSpec, MethodSummary, Notes, Observation, decision_seed
+from .base import Adverse, Batch, Explainer, ExplainerSpec, MethodSummary, Notes, Observation, decision_seed
 from .counterfactuals import Counterfactuals
 from .gradcam import GradCam
 from .integrated_gradients import IntegratedGradients
@@ -19,7 +19,7 @@ from .rules import Rules
 from .shapley import Shapley
 from .text_attribution import LayerIntegratedGradients, LimeText
 
-__all__ = ["EXPLAINERS", "Batch", "Explainer", "ExplainerSpec", "MethodSummary", "Notes", "Observation",
+__all__ = ["EXPLAINERS", "Adverse", "Batch", "Explainer", "ExplainerSpec", "MethodSummary", "Notes", "Observation",
            "decision_seed", "registry_key"]
 
 EXPLAINERS: dict[str, type[Explainer]] = {

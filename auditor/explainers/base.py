@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ..models import ModelAdapter
 
 __all__ = [
+    "Adverse",
     "Batch",
     "Explainer",
     "ExplainerSpec",
@@ -121,6 +122,19 @@ class Observation(BaseModel):
 
 
 @dataclass(frozen=True)
+class Adverse:
+    """The adverse outcome principal reasons explain: a classifier's adverse class, or the adverse side of a
+    regression model's cut-off (``high``: high scores are adverse; None for a class)."""
+
+    label: Label
+    high: bool | None = None
+
+    def signed_towards(self, target) -> bool:
+        """Whether attributions towards ``target`` (a result's class, or the score) push towards this outcome."""
+        return self.high if self.high is not None else target == self.label
+
+
+@dataclass(frozen=True)
 class Ranking:
     """A global result as a ranking of features (importance by a score), for comparing two runs."""
 
@@ -145,6 +159,9 @@ class Explainer:
     needs_eager: ClassVar[bool] = False  # hooks into layers: exported and TorchScript modules cannot be hooked
     finite_inputs: ClassVar[bool] = False
     """Whether the method needs every input value (a gradient path): it is skipped on data with missing values."""
+    regression_needs: ClassVar[str | None] = None
+    """What a regression model must be given for this family to run with its defaults (e.g. a decision cut-off),
+    in words; None when it needs nothing. Drafted policies leave such families out."""
     title: ClassVar[str]
     notes: ClassVar[Notes]
     Spec: ClassVar[type[ExplainerSpec]]
@@ -228,10 +245,14 @@ class Explainer:
         return None if cls.attribution_field is None else getattr(result, cls.attribution_field, None)
 
     @classmethod
-    def reason_ranking(cls, result, adverse: Label, names: list[str]) -> list[str] | None:
-        """Features that push this decision towards the ``adverse`` class, strongest first (None: no reasons)."""
+    def reason_ranking(cls, result, adverse: "Adverse | Label", names: list[str]) -> list[str] | None:
+        """Features that push this decision towards the ``adverse`` outcome (an :class:`Adverse`, or a class
+        label), strongest first (None: no reasons)."""
         values = cls.attributions(result)
-        return None if values is None else towards(values, result.target == adverse, names)
+        if values is None:
+            return None
+        signed = adverse.signed_towards(result.target) if isinstance(adverse, Adverse) else result.target == adverse
+        return towards(values, signed, names)
 
     @classmethod
     def gives_reasons(cls) -> bool:

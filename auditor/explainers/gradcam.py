@@ -65,7 +65,7 @@ class GradCam(Explainer):
 
         layer = model.layer(self.spec.layer)
         cam = LayerGradCam(model.forward, layer)
-        proba = model.predict_proba(batch.X)
+        proba = model.outputs(batch.X)
         targets = resolve_targets(self.spec, model, proba)
         height, width = batch.X.shape[2:]
         results = []

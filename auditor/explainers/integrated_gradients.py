@@ -45,10 +45,11 @@ class IntegratedGradientsSpec(MapSpec):
 
 class IntegratedGradientsResult(BaseModel):
     method: Literal["integrated_gradients"] = "integrated_gradients"
-    target: int | str = Field(description="Class whose probability is attributed.")
-    attributions: dict[str, float] = Field(description="Per feature, in probability units.")
-    output: float = Field(description="Model probability of the target class at the input.")
-    baseline_output: float = Field(description="Model probability of the target class at the baseline.")
+    target: int | str = Field(description="Class whose probability is attributed ('score': a regression model's).")
+    attributions: dict[str, float] = Field(description="Per feature, in probability units (regression: score units).")
+    output: float = Field(description="Model probability of the target class (regression: the score) at the input.")
+    baseline_output: float = Field(description="Model probability of the target class (regression: the score) at "
+                                   "the baseline.")
     convergence_delta: float = Field(description="sum(attributions) - (output - baseline_output).")
     attribution_sum: float | None = Field(default=None, description="sum(attributions).")
 
@@ -73,7 +74,8 @@ class IntegratedGradients(Explainer):
     title = "Integrated Gradients"
     notes = Notes(
         computes="Integrates the gradient of the model's probability for the attributed class along a straight path "
-                 "from a baseline input to the decision (Captum). Attributions are in probability units and, by the "
+                 "from a baseline input to the decision (Captum; a regression model's score, for a regression model). "
+                 "Attributions are in probability (or score) units and, by the "
                  "completeness axiom, sum to the difference between the decision's probability and the baseline's. "
                  "On images the path runs from a black, blurred or mean image and each pixel's attribution is summed "
                  "over the colour channels.",
@@ -155,7 +157,7 @@ class IntegratedGradients(Explainer):
         torch.manual_seed(seed)
         ig = CaptumIG(model.torch_forward)
         base = self.baseline_inputs(model, background)
-        proba = model.predict_proba(decisions)
+        proba = model.outputs(decisions)
         targets = attribution_targets(model, proba)
         base_proba = model.torch_forward(base).detach().double().numpy()[0]
         results = []
@@ -203,7 +205,7 @@ class IntegratedGradients(Explainer):
 
         torch.manual_seed(seed)
         ig = CaptumIG(model.forward)
-        proba = model.predict_proba(batch.X)
+        proba = model.outputs(batch.X)
         targets = resolve_targets(self.spec, model, proba)
         if self.spec.baseline == "blurred":
             bases = blurred(batch.X)

@@ -82,9 +82,9 @@ class LimeImage(Explainer):
         from lime.lime_image import LimeImageExplainer
 
         def classify(images: np.ndarray) -> np.ndarray:
-            return model.predict_proba(np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32))
+            return model.outputs(np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32))
 
-        proba = model.predict_proba(batch.X)
+        proba = model.outputs(batch.X)
         targets = resolve_targets(self.spec, model, proba)
         explainer = LimeImageExplainer(random_state=seed)
         results = []

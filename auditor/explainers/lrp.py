@@ -77,7 +77,7 @@ class Lrp(Explainer):
                                    hint="replace them (e.g. nn.Flatten by torch.flatten in forward()), or drop lrp "
                                         "from the policy for this model")
         lrp = LRP(model.module)  # relevance of the model's own output (logits), as LRP defines it
-        proba = model.predict_proba(batch.X)
+        proba = model.outputs(batch.X)
         targets = resolve_targets(self.spec, model, proba)
         results = []
         for k in range(len(batch)):

@@ -120,7 +120,7 @@ class LayerIntegratedGradients(Explainer):
 
         torch.manual_seed(seed)
         tok = model.tokenizer
-        proba = model.predict_proba(list(batch.X))
+        proba = model.outputs(list(batch.X))
         targets = resolve_targets(self.spec, model, proba)
         results = []
         for k in range(len(batch)):
@@ -198,7 +198,7 @@ class LimeText(Explainer):
     def explain(self, model, batch: Batch, *, background, seed, progress: Progress | None = None):
         from lime.lime_text import LimeTextExplainer
 
-        proba = model.predict_proba(list(batch.X))
+        proba = model.outputs(list(batch.X))
         targets = resolve_targets(self.spec, model, proba)
         explainer = LimeTextExplainer(class_names=model.class_names, random_state=seed)
         results = []
@@ -207,7 +207,7 @@ class LimeText(Explainer):
             explainer.random_state = np.random.RandomState(decision_seed(seed, batch.ids[k]))
             explainer.base.random_state = explainer.random_state
             with contextlib.redirect_stdout(io.StringIO()):
-                exp = explainer.explain_instance(text, lambda texts: model.predict_proba(list(texts)),
+                exp = explainer.explain_instance(text, lambda texts: model.outputs(list(texts)),
                                                  labels=tuple(targets[k]), num_features=self.spec.num_features,
                                                  num_samples=self.spec.num_samples)
             words, spans = [], []

@@ -24,6 +24,8 @@ class Modality:
     """How one kind of data is loaded, scored and shown. Subclasses set ``name`` and the loaders."""
 
     name: ClassVar[str]
+    scores: ClassVar[bool] = False
+    """Whether a regression model (one score per decision) can be audited on this kind of data."""
     checks_data: ClassVar[bool] = False
     """Whether its datasets are feature matrices the data checks apply to (:mod:`auditor.data_checks`)."""
 

@@ -21,12 +21,14 @@ __all__ = ["Tabular"]
 class Tabular(Modality):
     name = "tabular"
     checks_data = True
+    scores = True
 
     def spec_problems(self, spec) -> list[str]:
         return [] if spec.features else ["a tabular dataset needs 'features' (its input columns)"]
 
-    def load_dataset(self, spec, policy, *, like=None):
-        return load_dataset(spec, policy, space=like.space if like is not None else None)
+    def load_dataset(self, spec, policy, *, like=None, numeric_target: bool = False):
+        return load_dataset(spec, policy, space=like.space if like is not None else None,
+                            numeric_target=numeric_target)
 
     def load_model(self, spec, policy, dataset, background=None):
         if "tabular" not in FORMATS[spec.format].modalities:

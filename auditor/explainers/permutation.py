@@ -20,7 +20,11 @@ __all__ = ["PermutationImportance", "PermutationImportanceResult", "PermutationI
 class PermutationImportanceSpec(ExplainerSpec):
     type: Literal["permutation_importance"]
     n_repeats: int = Field(default=10, ge=1, le=1000)
-    scoring: Literal["roc_auc", "accuracy", "balanced_accuracy", "neg_log_loss"] = "roc_auc"
+    scoring: Literal["roc_auc", "accuracy", "balanced_accuracy", "neg_log_loss", "r2", "neg_root_mean_squared_error",
+                     "neg_mean_absolute_error"] | None = Field(
+        default=None, description="The score whose drop is measured: roc_auc, accuracy, balanced_accuracy or "
+        "neg_log_loss for classifiers (default roc_auc); r2, neg_root_mean_squared_error or neg_mean_absolute_error "
+        "for regression models (default r2).")
     max_rows: int = Field(default=5000, ge=10, description="Rows used (a seeded subsample beyond this).")
     engine: Literal["batched", "reference"] = Field(
         default="batched",
@@ -53,13 +57,23 @@ class _Scored:
         return self
 
 
+REGRESSION_SCORES = ("r2", "neg_root_mean_squared_error", "neg_mean_absolute_error")
+
+
 def _score(scoring: str, model, X: np.ndarray, y_index: np.ndarray) -> float:
-    return _metric(scoring, model, model.predict_proba(X), y_index)
+    return _metric(scoring, model, model.outputs(X), y_index)
 
 
 def _metric(scoring: str, model, proba: np.ndarray, y_index: np.ndarray) -> float:
+    """``proba``: the model's outputs; ``y_index``: true class indices, or a regression model's true values."""
     from sklearn import metrics
 
+    if scoring == "r2":
+        return float(metrics.r2_score(y_index, proba[:, 0]))
+    if scoring == "neg_root_mean_squared_error":
+        return -float(np.sqrt(metrics.mean_squared_error(y_index, proba[:, 0])))
+    if scoring == "neg_mean_absolute_error":
+        return -float(metrics.mean_absolute_error(y_index, proba[:, 0]))
     if scoring == "accuracy":
         return float(metrics.accuracy_score(y_index, proba.argmax(axis=1)))
     if scoring == "balanced_accuracy":
@@ -92,6 +106,18 @@ class PermutationImportance(Explainer):
     partial = "partials/methods/permutation_importance.html.j2"
 
     @classmethod
+    def check(cls, spec, model) -> list[tuple[str, str, str]]:
+        if spec.scoring is None:
+            return []
+        if model.regression and spec.scoring not in REGRESSION_SCORES:
+            return [("scoring", f"{spec.scoring} scores a classifier, and {model.id!r} is a regression model",
+                     f"use one of: {', '.join(REGRESSION_SCORES)} (or leave scoring out: r2)")]
+        if not model.regression and spec.scoring in REGRESSION_SCORES:
+            return [("scoring", f"{spec.scoring} scores a regression model, and {model.id!r} is a classifier",
+                     "use roc_auc, accuracy, balanced_accuracy or neg_log_loss (or leave scoring out: roc_auc)")]
+        return []
+
+    @classmethod
     def comparable(cls, result) -> Ranking:
         return Ranking(scores={f: v.mean for f, v in result.importances.items()}, scoring=result.scoring)
 
@@ -100,21 +126,25 @@ class PermutationImportance(Explainer):
         from sklearn.inspection import permutation_importance
 
         X = batch.X
-        y_index = np.array([model.classes.index(v) for v in batch.y], dtype=np.int64)
+        scoring = self.spec.scoring or ("r2" if model.regression else "roc_auc")
+        if model.regression:
+            y_index = np.asarray(batch.y, dtype=np.float64)
+        else:
+            y_index = np.array([model.classes.index(v) for v in batch.y], dtype=np.int64)
         if len(X) > self.spec.max_rows:
             keep = np.sort(np.random.default_rng(seed).choice(len(X), self.spec.max_rows, replace=False))
             X, y_index = X[keep], y_index[keep]
         if self.spec.engine == "batched":
-            means, stds = _batched(self.spec.scoring, model, X, y_index, self.spec.n_repeats, seed)
+            means, stds = _batched(scoring, model, X, y_index, self.spec.n_repeats, seed)
         else:
-            scorer = lambda est, X_, y_: _score(self.spec.scoring, est.model, X_, y_)  # noqa: E731
+            scorer = lambda est, X_, y_: _score(scoring, est.model, X_, y_)  # noqa: E731
             out = permutation_importance(
                 _Scored(model), X, y_index, scoring=scorer, n_repeats=self.spec.n_repeats, random_state=seed, n_jobs=1
             )
             means, stds = out.importances_mean, out.importances_std
         result = PermutationImportanceResult(
-            scoring=self.spec.scoring,
-            baseline_score=_score(self.spec.scoring, model, X, y_index),
+            scoring=scoring,
+            baseline_score=_score(scoring, model, X, y_index),
             rows_used=len(X),
             importances={
                 name: FeatureImportance(mean=float(m), std=float(s))
@@ -140,7 +170,7 @@ def _batched(scoring: str, model, X: np.ndarray, y_index: np.ndarray, n_repeats:
     random_seed = np.random.RandomState(seed).randint(np.iinfo(np.int32).max + 1)
     n = len(X)
     with config_context(skip_parameter_validation=True):
-        baseline = _metric(scoring, model, model.predict_proba(X), y_index)
+        baseline = _metric(scoring, model, model.outputs(X), y_index)
         importances = np.empty((X.shape[1], n_repeats))
         for col in range(X.shape[1]):
             rng = np.random.RandomState(random_seed)
@@ -150,7 +180,7 @@ def _batched(scoring: str, model, X: np.ndarray, y_index: np.ndarray, n_repeats:
                 rng.shuffle(order)
                 permuted[:, col] = permuted[order, col]
                 blocks.append(permuted.copy())
-            proba = model.predict_proba(np.concatenate(blocks))
+            proba = model.outputs(np.concatenate(blocks))
             importances[col] = [baseline - _metric(scoring, model, proba[r * n:(r + 1) * n], y_index)
                                 for r in range(n_repeats)]
     return importances.mean(axis=1), importances.std(axis=1)

@@ -53,9 +53,14 @@ class Condition(BaseModel):
 class Rule(BaseModel):
     id: int
     conditions: list[Condition]
-    prediction: int | str = Field(description="Class the model is predicted to give rows the rule covers.")
+    prediction: int | str | float = Field(
+        description="Class the model is predicted to give rows the rule covers; regression: the rule's score (the "
+        "mean of the model's scores on the training rows it covers).")
     coverage: float = Field(description="Share of held-out rows the rule covers.")
-    precision: float | None = Field(description="Share of covered held-out rows where the model agrees; None if none covered.")
+    precision: float | None = Field(description="Share of covered held-out rows where the model agrees; None if none "
+                                    "covered, and for a regression model (see error).")
+    error: float | None = Field(default=None, description="Regression: mean absolute difference between the rule's "
+                                "score and the model's on the covered held-out rows; None if none covered.")
     support: int = Field(description="Held-out rows covered.")
     training_rows: int
     text: str
@@ -63,7 +68,10 @@ class Rule(BaseModel):
 
 class RulesResult(BaseModel):
     method: Literal["rules"] = "rules"
-    fidelity: float = Field(description="Agreement of the rules with the model on held-out rows.")
+    fidelity: float = Field(description="Agreement of the rules with the model on held-out rows (a regression "
+                            "model's: R² of the rules' scores against the model's).")
+    fidelity_kind: Literal["agreement", "r2"] = Field(
+        default="agreement", description="agreement: share of rows decided alike; r2: a regression tree's R².")
     min_fidelity: float
     describes_model: bool
     training_rows: int
@@ -111,10 +119,13 @@ class Rules(Explainer):
     notes = Notes(
         computes="A shallow decision tree (scikit-learn) is trained on the reference data to reproduce the audited "
                  "model's own decisions, and each of its leaves is read as an IF ... THEN rule. Categorical "
-                 "attributes are split by category name, numeric ones at thresholds in the data's units.",
-        reading="Fidelity is the share of held-out rows on which the rules and the model decide alike. Coverage and "
-                "precision of each rule are measured on the same held-out rows. Below the policy's minimum fidelity "
-                "the rules are only a rough sketch of the model's logic.",
+                 "attributes are split by category name, numeric ones at thresholds in the data's units. For a "
+                 "regression model the tree is a regression tree on the model's scores, and each rule gives a score.",
+        reading="Fidelity is the share of held-out rows on which the rules and the model decide alike (for a "
+                "regression model: the R² of the rules' scores against the model's on held-out rows). Coverage and "
+                "precision of each rule (regression: the mean absolute difference from the model's score) are "
+                "measured on the same held-out rows. Below the policy's minimum fidelity the rules are only a rough "
+                "sketch of the model's logic.",
         limits="A depth-limited tree cannot represent interactions deeper than its depth; the rules describe the "
                "model's decisions on data like the reference data, not elsewhere.",
         cite="M. Craven, J. Shavlik. Extracting Tree-Structured Representations of Trained Networks. NIPS 1996; "
@@ -123,7 +134,7 @@ class Rules(Explainer):
     Spec = RulesSpec
     Results = (RulesResult,)
     Summaries = (RulesSummary,)
-    figures = {"fidelity": "agreement of the rules with the model on held-out rows"}
+    figures = {"fidelity": "agreement of the rules with the model on held-out rows (regression: R²)"}
     partial = "partials/methods/rules.html.j2"
 
     @classmethod
@@ -136,12 +147,14 @@ class Rules(Explainer):
                                describes_model=result.describes_model)
         observations = []
         if not result.describes_model:
+            measured = (f"reproduce the model's scores with an R² of only {result.fidelity:.3f} on held-out rows, below "
+                        f"the policy's minimum of {result.min_fidelity:.3f}" if result.fidelity_kind == "r2" else
+                        f"agree with the model on only {pct(result.fidelity)} of held-out rows, below the policy's "
+                        f"minimum of {pct(result.min_fidelity)}")
             observations.append(Observation(
                 level="warn", code="rules.low_fidelity", method=name, threshold=result.min_fidelity,
                 setting=f"explanations[{name}].min_fidelity",
-                message=f"{model_id}: the surrogate rules agree with the model on only {pct(result.fidelity)} of "
-                        f"held-out rows, below the policy's minimum of {pct(result.min_fidelity)}: the rules do not "
-                        "describe the model."))
+                message=f"{model_id}: the surrogate rules {measured}: the rules do not describe the model."))
         return summary, observations
 
     # --- design matrix: numeric as is, categories one-hot, so splits read as "is / is not" ----------
@@ -165,13 +178,14 @@ class Rules(Explainer):
         return np.column_stack(cols), meta
 
     def fit_tree(self, model, train_X: np.ndarray, seed: int):
-        """The fitted tree and the design-column metadata; the tree's labels are the model's predictions."""
-        from sklearn.tree import DecisionTreeClassifier
+        """The fitted tree and the design-column metadata; the tree's labels are the model's predictions (a
+        regression model's scores, for a regression tree)."""
+        from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
         design, meta = self._design(model.space, train_X, frozenset(getattr(model, "missing_features", ())))
-        labels = model.predict_proba(train_X).argmax(axis=1)
-        tree = DecisionTreeClassifier(max_depth=self.spec.max_depth, min_samples_leaf=self.spec.min_samples_leaf,
-                                      random_state=seed).fit(design, labels)
+        kind = DecisionTreeRegressor if model.regression else DecisionTreeClassifier
+        tree = kind(max_depth=self.spec.max_depth, min_samples_leaf=self.spec.min_samples_leaf,
+                    random_state=seed).fit(design, _labels(model, train_X))
         return tree, meta
 
     def explain(self, model, batch: Batch, *, background, seed, progress: Progress | None = None,
@@ -192,8 +206,13 @@ class Rules(Explainer):
         rules, leaf_to_rule = _export(tree, meta, model, integer_valued, missing)
 
         hold_design, _ = self._design(model.space, hold_X, missing)
-        hold_model = model.predict_proba(hold_X).argmax(axis=1)
-        fidelity = float((tree.predict(hold_design) == hold_model).mean())
+        hold_model = _labels(model, hold_X)
+        if model.regression:
+            from sklearn.metrics import r2_score
+
+            fidelity = float(r2_score(hold_model, tree.predict(hold_design))) if len(hold_X) > 1 else 0.0
+        else:
+            fidelity = float((tree.predict(hold_design) == hold_model).mean())
         hold_leaves = tree.apply(hold_design)
         train_leaves = tree.apply(self._design(model.space, train_X, missing)[0])
         for leaf, rule in leaf_to_rule.items():
@@ -201,6 +220,9 @@ class Rules(Explainer):
             rule.support = int(covered.sum())
             rule.coverage = float(covered.mean())
             rule.training_rows = int((train_leaves == leaf).sum())
+            if model.regression:
+                rule.error = float(np.abs(hold_model[covered] - rule.prediction).mean()) if covered.any() else None
+                continue
             predicted = model.classes.index(rule.prediction)
             rule.precision = float((hold_model[covered] == predicted).mean()) if covered.any() else None
         rules.sort(key=lambda r: (-r.coverage, r.id))
@@ -211,10 +233,16 @@ class Rules(Explainer):
             decision_rules = {str(i): leaf_to_rule[leaf].id for i, leaf in zip(sample.ids, leaves)}
         if progress:
             progress(1)
-        result = RulesResult(fidelity=fidelity, min_fidelity=self.spec.min_fidelity,
+        result = RulesResult(fidelity=fidelity, fidelity_kind="r2" if model.regression else "agreement",
+                             min_fidelity=self.spec.min_fidelity,
                              describes_model=fidelity >= self.spec.min_fidelity, training_rows=len(train_X),
                              holdout_rows=len(hold_X), holdout=holdout, rules=rules, decision_rules=decision_rules)
         return result, {"leaves": int(tree.get_n_leaves()), "depth": int(tree.get_depth())}
+
+
+def _labels(model, X: np.ndarray) -> np.ndarray:
+    """What the tree learns: the model's class index per row, or a regression model's score."""
+    return model.predict(X) if model.regression else model.outputs(X).argmax(axis=1)
 
 
 _NUMERIC = object()  # design-column marker: a numeric feature's own column
@@ -279,8 +307,12 @@ def _export(tree, meta, model, integer_valued: list[bool], missing: frozenset = 
                 or_missing = f.name in missing and state is not False
                 conditions.append(Condition(feature=f.name, kind="range", low=low, high=high, or_missing=or_missing,
                                             text=text + (" or missing" if or_missing else "")))
-            prediction = model.classes[int(np.argmax(t.value[node][0]))]
-            name = model.class_names[model.classes.index(prediction)]
+            if model.regression:
+                prediction = float(t.value[node][0][0])
+                name = f"score {_fmt(prediction)}"
+            else:
+                prediction = model.classes[int(np.argmax(t.value[node][0]))]
+                name = model.class_names[model.classes.index(prediction)]
             text = ("IF " + " AND ".join(c.text for c in conditions) if conditions else "IF (any row)") + f" THEN {name}"
             rule = Rule(id=len(rules) + 1, conditions=conditions, prediction=prediction, coverage=0.0,
                         precision=None, support=0, training_rows=0, text=text)

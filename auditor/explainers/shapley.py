@@ -67,17 +67,20 @@ class ShapleySpec(ExplainerSpec):
         description="Feature permutations per decision (Captum's n_samples); the values' sampling error shrinks "
         "with its square root.",
     )
-    warn_efficiency_gap: float = Field(
-        default=0.02, gt=0,
-        description="A decision whose efficiency gap (probability units) exceeds this is flagged: the values do not "
-        "add up to the decision's difference from the reference population's mean (increase background_rows).",
+    warn_efficiency_gap: float | None = Field(
+        default=None, gt=0,
+        description="A decision whose efficiency gap exceeds this is flagged: the values do not add up to the "
+        "decision's difference from the reference population's mean (increase background_rows). In the model's "
+        "output units; default 0.02 for a classifier's probability, and for a regression model 2% of the standard "
+        "deviation of its score on the reference data.",
     )
 
 
 class ShapleyResult(BaseModel):
     method: Literal["shapley"] = "shapley"
-    target: int | str = Field(description="Class whose probability is attributed.")
-    attributions: dict[str, float] = Field(description="Per feature, in probability units.")
+    target: int | str = Field(description="Class whose probability is attributed ('score': a regression model's).")
+    attributions: dict[str, float] = Field(description="Per feature, in probability units (a regression model's: "
+                                           "score units).")
     output: float = Field(description="Model probability of the target class at the decision.")
     expected_value: float = Field(description="Mean probability of the target class over the reference population.")
     attribution_sum: float
@@ -134,16 +137,17 @@ class Shapley(Explainer):
     Spec = ShapleySpec
     Results = (ShapleyResult,)
     Summaries = (ShapleySummary,)
-    figures = {"max_efficiency_gap": "largest efficiency gap over decisions (probability units)"}
+    figures = {"max_efficiency_gap": "largest efficiency gap over decisions (the model's output units: probability, "
+                                     "or a regression model's score)"}
     partial = "partials/methods/shapley.html.j2"
     attribution_field = "attributions"
 
     def explain(self, model, batch: Batch, *, background, seed, progress: Progress | None = None):
-        reference = model.predict_proba(background)
+        reference = model.outputs(background)
         expected = reference.mean(axis=0)
         scores = reference[:, model.positive_index] if self.spec.background_sample == "stratified" else None
         bg = background_rows(background, self.spec.background_rows, seed, scores=scores)
-        proba = model.predict_proba(batch.X)
+        proba = model.outputs(batch.X)
         targets = attribution_targets(model, proba)
         engine = {"batched": self._batched, "reference": self._captum}[self.spec.engine]
         values = engine(model, batch, bg, targets, seed, progress)
@@ -155,7 +159,9 @@ class Shapley(Explainer):
                 target=model.classes[t], attributions=dict(zip(model.space.names, row.tolist())),
                 output=float(proba[k, t]), expected_value=float(expected[t]), attribution_sum=total,
                 efficiency_gap=abs(total - (float(proba[k, t]) - float(expected[t])))))
+        bound = self.spec.warn_efficiency_gap or (0.02 * float(reference[:, 0].std()) if model.regression else 0.02)
         parameters = {"engine": self.spec.engine, "background_rows": len(bg), "reference_rows": len(background),
+                      "warn_efficiency_gap": bound,
                       "background_sample": self.spec.background_sample if len(bg) < len(background) else "all rows",
                       "n_samples": self.spec.n_samples}
         return results, parameters
@@ -166,8 +172,8 @@ class Shapley(Explainer):
         import torch
 
         d, n, b = bg.shape[1], self.spec.n_samples, len(bg)
-        f_bg = model.predict_proba(bg)
-        f_x = model.predict_proba(batch.X)
+        f_bg = model.outputs(bg)
+        f_x = model.outputs(batch.X)
         out = np.zeros((len(batch), d))
         # Work comes in segments (decision, first permutation, last permutation); a chunk of segments is scored
         # in one model call of at most about CHUNK_ROWS rows, whether that is many decisions or part of one.
@@ -193,7 +199,7 @@ class Shapley(Explainer):
             perms[k] = np.array([torch.randperm(d, generator=generator).tolist() for _ in range(n)], dtype=np.int64)
         for chunk in chunks:
             blocks = [_switched(batch.X[k], bg, perms[k][s0:s1]) for k, s0, s1 in chunk] if d > 1 else []
-            scores = model.predict_proba(np.concatenate(blocks)) if blocks else np.empty((0, f_bg.shape[1]))
+            scores = model.outputs(np.concatenate(blocks)) if blocks else np.empty((0, f_bg.shape[1]))
             offset = 0
             for k, s0, s1 in chunk:
                 t, m = int(targets[k]), s1 - s0
@@ -215,7 +221,7 @@ class Shapley(Explainer):
         from captum.attr import ShapleyValueSampling
 
         def forward(inputs):
-            return torch.from_numpy(model.predict_proba(inputs.detach().numpy()))
+            return torch.from_numpy(model.outputs(inputs.detach().numpy()))
 
         svs = ShapleyValueSampling(forward)
         d = bg.shape[1]
@@ -238,7 +244,7 @@ class Shapley(Explainer):
     def summarize(self, name, model_id, results, decision_ids, parameters):
         if not results:
             return None, []
-        bound = self.spec.warn_efficiency_gap
+        bound = parameters.get("warn_efficiency_gap") or self.spec.warn_efficiency_gap or 0.02
         flagged = [i for i, r in zip(decision_ids, results) if r.efficiency_gap > bound]
         summary = ShapleySummary(decisions=len(results), engine=self.spec.engine,
                                  background_rows=parameters["background_rows"],

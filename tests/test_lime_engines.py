@@ -35,7 +35,8 @@ def assert_same(reference, batched):
 
 
 @pytest.mark.parametrize("model", ["logreg", "mlp"])
-@pytest.mark.parametrize("options", [{}, {"discretize_continuous": False}, {"discretizer": "decile"}])
+@pytest.mark.parametrize("options", [{}, {"discretize_continuous": False}, {"discretizer": "decile"},
+                                     {"discretizer": "entropy"}])
 def test_batched_lime_matches_the_library_on_numeric_data(tiny, model, options):
     (ref, ref_params) = explain(tiny[model], "reference", [0, 3, 8, 21], num_samples=800, **options)
     (bat, bat_params) = explain(tiny[model], "batched", [0, 3, 8, 21], num_samples=800, **options)

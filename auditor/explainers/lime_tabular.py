@@ -12,6 +12,10 @@ feature's state is its bin (or category) or "missing", and perturbations are mis
 missing rate of the feature, with NaN reaching the model. lime's own sampler draws the other states, from
 the reference data's observed values (see :func:`_observed_fill`). lime itself cannot sample missing values,
 so on such data only the batched engine runs.
+
+A regression model's score is explained as lime's regression mode does: the ridge is fitted on the raw scores
+(no probabilities), and the weights are in the score's units. lime keeps that fit under label 1 (its
+``dummy_label``; label 0 holds the negated weights), and so does the batched engine (:data:`REGRESSION_LABEL`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from .base import (Explainer, ExplainerSpec, MethodSummary, Notes, Observation, 
 __all__ = ["Lime", "LimeResult", "LimeSpec", "LimeSummary"]
 
 CHUNK_ROWS = 200_000  # batched engine: perturbations held and scored at once (~50 MB for 30 features)
+REGRESSION_LABEL = 1  # lime's Explanation.dummy_label: where its regression mode keeps the explanation
 
 
 class LimeSpec(ExplainerSpec):
@@ -49,7 +54,10 @@ class LimeSpec(ExplainerSpec):
         default=None, gt=0, description="Exponential kernel width; default 0.75 * sqrt(number of features)."
     )
     discretize_continuous: bool = True
-    discretizer: Literal["quartile", "decile", "entropy"] = "quartile"
+    discretizer: Literal["quartile", "decile", "entropy"] = Field(
+        default="quartile", description="Bins of the continuous features: quartiles or deciles of the reference data, "
+        "or entropy (lime's: bins where the classes change, here the model's own decisions on the reference data; "
+        "classifiers only).")
     engine: Literal["batched", "reference"] = Field(
         default="batched",
         description="batched: lime's own sampling per decision, one model call for every decision's perturbations, "
@@ -74,12 +82,14 @@ class LimeSpec(ExplainerSpec):
 
 class LimeResult(BaseModel):
     method: Literal["lime"] = "lime"
-    target: int | str = Field(description="Class whose probability the local model explains.")
-    weights: dict[str, float] = Field(description="Local linear weight per feature, in probability units.")
+    target: int | str = Field(description="Class whose probability the local model explains (regression: score).")
+    weights: dict[str, float] = Field(description="Local linear weight per feature, in probability units "
+                                      "(regression: in the score's units).")
     conditions: dict[str, str] = Field(description="The feature condition each weight applies to.")
     intercept: float
     local_prediction: float = Field(description="The local model's prediction at the decision.")
-    model_prediction: float = Field(description="The model's probability of the target class.")
+    model_prediction: float = Field(description="The model's probability of the target class (regression: its "
+                                    "score).")
     score: float = Field(description="R² of the weighted local fit (1 = perfect).")
     stability: float | None = Field(
         default=None, description="With repeats: mean pairwise Jaccard overlap of the top-5 features across runs."
@@ -112,8 +122,10 @@ class Lime(Explainer):
                  "(exponential kernel) and fits a weighted linear model; its weights are the explanation (lime "
                  "package, or the auditor's batched engine, tested for parity with it). Continuous features are "
                  "discretised into quartiles of the reference data, so a weight applies to the condition shown (the "
-                 "quartile of the feature's values the decision falls in).",
-        reading="A positive weight pushes the decision towards the explained class. The quality figure is the local "
+                 "quartile of the feature's values the decision falls in). For a regression model the linear model "
+                 "is fitted on the model's scores (lime's regression mode).",
+        reading="A positive weight pushes the decision towards the explained class (for a regression model: raises "
+                "the score, in the score's units). The quality figure is the local "
                 "fit R²: how well the linear model reproduces the model near the decision. With repeats, stability "
                 "is the overlap of the top five features between runs with different seeds.",
         limits="The explanation depends on the sampling and the kernel width; a low local fit or low stability means "
@@ -166,11 +178,15 @@ class Lime(Explainer):
 
     @classmethod
     def check(cls, spec: LimeSpec, model) -> list[tuple[str, str, str]]:
+        problems = []
+        if getattr(model, "regression", False) and spec.discretizer == "entropy":
+            problems.append(("discretizer", f"the entropy discretiser places bins by class labels (a classification "
+                             f"tree), and {model.id!r} is a regression model: it gives scores, not classes",
+                             "use discretizer: quartile or decile"))
         missing = getattr(model, "missing_features", ())
         if not missing:
-            return []
+            return problems
         named = named_features(missing)
-        problems = []
         if spec.engine == "reference":
             problems.append(("engine", f"lime's own explain_instance cannot sample missing values, and {named} have "
                              "missing values in the data", "use engine: batched (it treats missing as a state)"))
@@ -191,7 +207,7 @@ class Lime(Explainer):
         missing = None if filled is None else _Missing(rates, np.quantile(filled, 0.5, axis=0, method="inverted_cdf"))
         explainer = LimeTabularExplainer(
             background if filled is None else filled,
-            mode="classification",
+            mode="regression" if model.regression else "classification",
             feature_names=space.labels,
             categorical_features=space.categorical_indices,
             categorical_names={i: [str(c) for c in space.categories[i]] for i in space.categorical_indices},
@@ -199,12 +215,14 @@ class Lime(Explainer):
             kernel_width=width,
             discretize_continuous=self.spec.discretize_continuous,
             discretizer=self.spec.discretizer,
-            training_labels=None,
+            training_labels=(model.outputs(background if filled is None else filled).argmax(axis=1)
+                             if self.spec.discretizer == "entropy" else None),  # the model's own decisions
             random_state=seed,
         )
         decisions = batch.X
-        proba = model.predict_proba(decisions)
-        targets = attribution_targets(model, proba)
+        proba = model.outputs(decisions)
+        targets = attribution_targets(model, proba)  # regression: 0, the score column
+        predict = model.predict if model.regression else model.outputs  # lime's regression mode wants (n,) scores
         num_features = self.spec.num_features or len(space.features)
         # lime chooses features by forward selection for num_features <= 6: only the reference engine does that.
         # With missing values only the batched engine runs (lime cannot sample them); it selects by weight.
@@ -218,24 +236,25 @@ class Lime(Explainer):
         results = []
         for k, row in enumerate(decisions):
             t = int(targets[k])
+            label = REGRESSION_LABEL if model.regression else t  # where the explanation is kept
 
             def run(repeat: int):
                 _reseed(explainer, decision_seed(seed + repeat, batch.ids[k]))
                 with contextlib.redirect_stdout(io.StringIO()):
-                    return explainer.explain_instance(row, model.predict_proba, labels=(t,), num_features=num_features,
+                    return explainer.explain_instance(row, predict, labels=(t,), num_features=num_features,
                                                       num_samples=self.spec.num_samples)
 
             exp = first[k] if batched else run(0)
             stability = unstable = None
             if self.spec.repeats > 1:
-                tops = [_top(exp, t)] + [_top(again[r - 1][k] if batched else run(r), t)
+                tops = [_top(exp, label)] + [_top(again[r - 1][k] if batched else run(r), label)
                                          for r in range(1, self.spec.repeats)]
                 pairs = [(a, b) for i, a in enumerate(tops) for b in tops[i + 1:]]
                 stability = float(np.mean([len(a & b) / len(a | b) for a, b in pairs]))
                 common = set.intersection(*tops)
                 unstable = sorted(space.names[j] for j in tops[0] - common)
             weights, conditions = {}, {}
-            for (j, w), (text, _) in zip(exp.as_map()[t], exp.as_list(label=t)):
+            for (j, w), (text, _) in zip(exp.as_map()[label], exp.as_list(label=label)):
                 name = space.names[j]
                 weights[name] = float(w)
                 conditions[name] = text
@@ -244,7 +263,7 @@ class Lime(Explainer):
                     target=model.classes[t],
                     weights=weights,
                     conditions=conditions,
-                    intercept=float(exp.intercept[t]),
+                    intercept=float(exp.intercept[label]),
                     local_prediction=float(np.ravel(exp.local_pred)[0]),
                     model_prediction=float(proba[k, t]),
                     score=float(exp.score),
@@ -406,12 +425,12 @@ def _explain_chunk(explainer, model, batch, rows: range, targets, num_features: 
             _with_missing(data, inverse, row, missing.rates, np.random.default_rng([s, 1]))
         datas.append(data)
         inverses.append(inverse)
-    scores = model.predict_proba(np.concatenate(inverses))
+    scores = model.outputs(np.concatenate(inverses))
     del inverses
     n = len(model.space.features)
     out = []
     for j, (k, data) in enumerate(zip(rows, datas)):
-        t = int(targets[k])
+        t = int(targets[k])  # the output column: a class's probability, or a regression model's raw score
         scaled = (data - explainer.scaler.mean_) / explainer.scaler.scale_
         weights = explainer.base.kernel_fn(np.sqrt(((scaled - scaled[0]) ** 2).sum(axis=1)))
         y = scores[j * num_samples:(j + 1) * num_samples, t]
@@ -422,7 +441,8 @@ def _explain_chunk(explainer, model, batch, rows: range, targets, num_features: 
         coef, intercept = _weighted_ridge(scaled[:, used], y, weights, alpha=1.0)
         fitted = intercept + scaled[:, used] @ coef
         ranked = sorted(zip(used.tolist(), coef.tolist()), key=lambda jw: -abs(jw[1]))
-        out.append(_Fitted(t, ranked, _feature_names(explainer, batch.X[k], model.space.labels, missing), intercept,
+        names = _feature_names(explainer, batch.X[k], model.space.labels, missing)
+        out.append(_Fitted(REGRESSION_LABEL if model.regression else t, ranked, names, intercept,
                            _weighted_r2(y, fitted, weights), float(intercept + scaled[0, used] @ coef)))
     return out
 

@@ -3,9 +3,13 @@ through Diverse Counterfactual Explanations", the DiCE method), for any model.
 
 For each sampled decision the search looks for ``count`` diverse inputs, close to the decision, that the
 model decides the other way, changing only the features that may change (``immutable`` features are
-held fixed) within ``permitted_range``. Two engines:
+held fixed) within ``permitted_range``. For a regression model "the other way" is a score inside a target
+range: ``desired_range``, or by default the favourable side of the model's decision cut-off (a decision
+already there has none to find). Two engines:
 
-- ``reference``: dice-ml's ``generate_counterfactuals`` per decision (random, genetic or kdtree search).
+- ``reference``: dice-ml's ``generate_counterfactuals`` per decision (random, genetic or kdtree search;
+  for a regression model DiCE's regressor mode with the target range, an open end closed far outside the
+  range of the model's scores on the reference data).
 - ``batched`` (default for ``method: random``): DiCE's random search run for every decision at once.
   Per round each decision's 1,000 candidates change one more randomly chosen feature to a random value
   from its range, and the candidates of all decisions are scored in one model call; a decision stops
@@ -37,7 +41,7 @@ from itertools import combinations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from ..datasets import python_label
 from ..numbers import listed
@@ -58,7 +62,13 @@ class CounterfactualsSpec(ExplainerSpec):
     desired: int | str = Field(
         default="any other",
         description="The decision a counterfactual must reach: a class label, or 'any other' (any class but the "
-        "decision's; for a binary model, the other class). A decision already of the desired class has none to find.")
+        "decision's; for a binary model, the other class). A decision already of the desired class has none to find. "
+        "Classifiers only.")
+    desired_range: list[float] | None = Field(
+        default=None, min_length=2, max_length=2,
+        description="Regression models only: [low, high], the scores a counterfactual must reach (low <= score <= "
+        "high). Default: the favourable side of the model's decision cut-off (for adverse_if {above: 200}, scores "
+        "up to 200). A decision already in the range has none to find.")
     fillable: list[str] = Field(
         default_factory=list,
         description="Features a counterfactual may give a value where the decision's is missing (by default a "
@@ -73,6 +83,13 @@ class CounterfactualsSpec(ExplainerSpec):
         "default for method random, tested for equal quality against dice-ml); reference: dice-ml's "
         "generate_counterfactuals per decision (the default, and the only engine, for genetic and kdtree).",
     )
+
+    @field_validator("desired_range")
+    @classmethod
+    def _ascending(cls, value):
+        if value is not None and not value[0] < value[1]:
+            raise ValueError(f"give [low, high] with low < high, got {value}")
+        return value
 
     @model_validator(mode="after")
     def _default_engine(self):
@@ -91,21 +108,29 @@ class Change(BaseModel):
 
 class Counterfactual(BaseModel):
     changes: dict[str, Change] = Field(description="Only the features that differ from the decision.")
-    predicted_label: int | str
-    probability: float = Field(description="Model probability of the new predicted class.")
+    predicted_label: int | str = Field(description="The new decision: a class; for a regression model the "
+                                       "decision under its cut-off, or 'score' without one.")
+    probability: float = Field(description="Model probability of the new predicted class; for a regression model "
+                               "the counterfactual's score.")
     distance: float = Field(description="Mean per-feature distance to the decision (numeric: |Δ| / range; category: 0/1).")
 
 
 class CounterfactualsResult(BaseModel):
     method: Literal["counterfactuals"] = "counterfactuals"
-    original_label: int | str
-    asked: int = Field(description="Counterfactuals asked for: 0 when the decision already is the desired class.")
+    original_label: int | str = Field(description="The decision's class (regression: as predicted_label).")
+    target_range: list[float | None] | None = Field(
+        default=None, description="Regression models only: the scores a counterfactual had to reach, [low, high] "
+        "(null for an open end: the favourable side of a cut-off); null for a classifier.")
+    asked: int = Field(description="Counterfactuals asked for: 0 when the decision already is the desired class "
+                       "(regression: already in the target range).")
     returned: int = Field(description="Counterfactuals the search returned.")
-    dropped_not_flipping: int = Field(description="Returned but the model does not decide them the other way.")
+    dropped_not_flipping: int = Field(description="Returned but the model does not decide them the other way "
+                                      "(regression: the score is outside the target range).")
     dropped_constraint_violations: int = Field(description="Flipped but changed an immutable feature or left a range.")
     counterfactuals: list[Counterfactual]
     valid: int | None = Field(default=None, description="Valid counterfactuals (those listed).")
-    validity: float = Field(description="Valid counterfactuals / asked (1 when none was asked).")
+    validity: float = Field(description="Valid counterfactuals / asked (1 when none was asked); valid: re-scored, "
+                            "it reaches the desired class (regression: a score in the target range) within the constraints.")
     proximity: float | None = Field(description="Mean distance of valid counterfactuals (lower is closer).")
     sparsity: float | None = Field(description="Mean number of features changed (lower is simpler).")
     diversity: float | None = Field(description="Mean pairwise distance among valid counterfactuals (higher is more varied).")
@@ -128,11 +153,13 @@ class Counterfactuals(Explainer):
     """Counterfactuals per decision (DiCE's method), re-scored and constraint-checked before they count."""
 
     scope = "local"
+    regression_needs = "a target: desired_range, or a decision cut-off on the model"
     title = "Counterfactuals (DiCE method)"
     notes = Notes(
         computes="DiCE's method searches for a few diverse inputs, close to the decision, that the model decides the "
-                 "other way, changing only mutable features within their permitted ranges: for method random, the "
-                 "auditor's batched engine (DiCE's random search for all decisions at once, tested for equal quality "
+                 "other way (for a regression model: whose score reaches a target range, by default the favourable "
+                 "side of the decision cut-off), changing only mutable features within their permitted ranges: for "
+                 "method random, the auditor's batched engine (DiCE's random search for all decisions at once, tested for equal quality "
                  "against dice-ml); otherwise dice-ml itself (engine 'reference'). Every candidate is re-scored by "
                  "the model and checked against the immutable features and ranges; candidates that fail are removed "
                  "and counted.",
@@ -201,14 +228,7 @@ class Counterfactuals(Explainer):
             for j, name in enumerate(getattr(spec, key)):
                 if name not in names:
                     problems.append((f"{key}[{j}]", f"unknown feature {name!r}", f"use one of: {', '.join(names)}"))
-        labels = [python_label(c) for c in model.classes]
-        if spec.desired != "any other" and python_label(spec.desired) not in labels:
-            problems.append(("desired", f"{spec.desired!r} is not a class of model {model.id!r} ({labels})",
-                             f"use one of: {', '.join(map(str, labels))}, or 'any other'"))
-        if spec.desired == "any other" and spec.engine == "reference" and len(labels) > 2:
-            problems.append(("desired", f"dice-ml searches towards one class, and model {model.id!r} has "
-                             f"{len(labels)}", f"name the class: desired: <one of {', '.join(map(str, labels))}>, "
-                             "or use the batched engine"))
+        problems += _target_problems(spec, model)
         missing = getattr(model, "missing_features", ())
         if missing and spec.engine == "reference":
             problems.append(("engine", f"dice-ml cannot search data with missing values, and "
@@ -239,28 +259,44 @@ class Counterfactuals(Explainer):
         return problems
 
     def targets(self, model, proba: np.ndarray) -> np.ndarray:
-        """Per decision the class index to reach, or ``-1 - c`` for any class but its own ``c``."""
+        """Per decision the class index to reach, or ``-1 - c`` for any class but its own ``c``; for a regression
+        model the score range to reach, ``[low, high]`` per row (an open end infinite)."""
+        if model.regression:
+            return np.tile(self.target_range(model), (len(proba), 1))
         if self.spec.desired != "any other":
             return np.full(len(proba), model.classes.index(python_label(self.spec.desired)))
         return _any_other(proba.argmax(axis=1), len(model.classes))
+
+    def target_range(self, model) -> np.ndarray:
+        """A regression model's scores to reach: ``desired_range``, else the favourable side of its cut-off
+        (a score equal to the cut-off is favourable)."""
+        if self.spec.desired_range is not None:
+            return np.array(self.spec.desired_range, dtype=np.float64)
+        decision = getattr(model.spec, "decision", None)
+        if decision is None:  # refused by check() at validate; a clear error for direct callers
+            raise ValueError(f"model {model.id!r} is a regression model without a decision cut-off: give the "
+                             "counterfactuals a desired_range")
+        cut = float(decision.adverse_if.value)
+        return np.array([-np.inf, cut] if decision.adverse_if.side == "above" else [cut, np.inf])
 
     def explain(self, model, batch: Batch, *, background, seed, progress: Progress | None = None):
         names = model.space.names
         vary = [n for n in names if n not in self.spec.immutable]
         spans = _spans(background)
-        proba = model.predict_proba(batch.X)
+        proba = model.outputs(batch.X)
         targets = self.targets(model, proba)
         if self.spec.engine == "batched":
             found = BatchedRandomSearch(model, background, vary, self.spec.permitted_range, self.spec.fillable).run(
                 batch, proba, self.spec.count, seed, progress, targets)
         else:
-            found = self._dice(model, batch, background, vary, seed, progress, targets)
+            found = self._dice(model, batch, background, vary, seed, progress, targets, proba)
         results = [self._validate(model, batch.X[k], proba[k], rows, spans, targets[k]) for k, rows in enumerate(found)]
         return results, {"features_to_vary": vary, "engine": self.spec.engine}
 
     def _dice(self, model, batch: Batch, background, vary: list[str], seed: int, progress,
-              targets: np.ndarray) -> list[np.ndarray]:
-        """dice-ml's generate_counterfactuals per decision; the candidates as feature-space rows."""
+              targets: np.ndarray, proba: np.ndarray) -> list[np.ndarray]:
+        """dice-ml's generate_counterfactuals per decision (none for a decision already at its target); the
+        candidates as feature-space rows."""
         import dice_ml
 
         space = model.space
@@ -270,13 +306,26 @@ class Counterfactuals(Explainer):
         # the rest are float64 (DiCE fails on float32 frames under pandas 3).
         whole = {n for n in numeric if np.all(np.mod(background[:, names.index(n)], 1) == 0)}
         frame = _typed(space.decode(background), numeric, whole)
-        frame["__outcome__"] = model.predict_proba(background).argmax(axis=1)
+        scores = model.outputs(background)
+        frame["__outcome__"] = scores[:, 0] if model.regression else scores.argmax(axis=1)
+        target = {}
+        if model.regression:  # DiCE takes a closed range: close an open end far outside the model's scores
+            aim, span = self.target_range(model), max(float(np.ptp(scores)), 1.0)
+            wide = np.array([min(scores.min(), aim[1]) - 10 * span, max(scores.max(), aim[0]) + 10 * span])
+            target = {"desired_range": np.where(np.isinf(aim), wide, aim).tolist()}
+        done = _at_target(model, proba, targets)
         data = dice_ml.Data(dataframe=frame, continuous_features=numeric, outcome_name="__outcome__")
-        dice_model = dice_ml.Model(model=_DiceModel(model), backend="sklearn", model_type="classifier")
+        dice_model = dice_ml.Model(model=_DiceModel(model), backend="sklearn",
+                                   model_type="regressor" if model.regression else "classifier")
         dice = dice_ml.Dice(data, dice_model, method=self.spec.method)
         ranges = {n: list(v) for n, v in self.spec.permitted_range.items()}
         found = []
         for k in range(len(batch)):
+            if done[k]:
+                found.append(np.empty((0, len(names))))
+                if progress:
+                    progress(1)
+                continue
             query = _typed(space.decode(batch.X[k : k + 1]), numeric, whole)
             s = decision_seed(seed, batch.ids[k])
             random.seed(s)
@@ -286,8 +335,9 @@ class Counterfactuals(Explainer):
                 try:
                     out = dice.generate_counterfactuals(
                         query, total_CFs=self.spec.count, features_to_vary=vary,
-                        desired_class="opposite" if len(model.classes) == 2 else int(targets[k]),
-                        permitted_range=ranges or None, posthoc_sparsity_algorithm="binary", verbose=False, **kwargs)
+                        desired_class="opposite" if len(model.classes) <= 2 else int(targets[k]),
+                        permitted_range=ranges or None, posthoc_sparsity_algorithm="binary", verbose=False,
+                        **target, **kwargs)
                     cfs = out.cf_examples_list[0].final_cfs_df
                 except Exception as exc:  # DiCE raises when it finds nothing ("No counterfactuals found")
                     if "no counterfactuals found" not in str(exc).lower():
@@ -296,27 +346,28 @@ class Counterfactuals(Explainer):
             if cfs is None or not len(cfs):
                 found.append(np.empty((0, len(names))))
             else:
-                found.append(space.encode(cfs[names]))
+                found.append(_encode(space, cfs))
             if progress:
                 progress(1)
         return found
 
     def _validate(self, model, x: np.ndarray, p: np.ndarray, X_cf: np.ndarray, spans,
-                  target: int | None = None) -> CounterfactualsResult:
-        """Re-score the candidates ``X_cf`` (feature-space rows) and keep those that reach the target class (any
-        but the decision's for ``-1 - c``) and obey the constraints."""
+                  target=None) -> CounterfactualsResult:
+        """Re-score the candidates ``X_cf`` (feature-space rows) and keep those that reach the target (a class, any
+        but the decision's for ``-1 - c``, or a regression model's score range) and obey the constraints."""
         space = model.space
-        original = int(p.argmax())
         if target is None:
-            target = int(_any_other(original, len(model.classes)))
+            target = int(_any_other(int(p.argmax()), len(model.classes)))
+        target = np.asarray(target)
         valid, not_flipping, violations = [], 0, 0
-        if original == target:  # already the desired class: nothing to find
+        done = bool(_at_target(model, p[None], target[None])[0])
+        if done:  # already the desired class (or score): nothing to find
             X_cf = X_cf[:0]
         if len(X_cf):
-            proba = model.predict_proba(X_cf)
-            for row, pr in zip(X_cf, proba):
-                decided = int(pr.argmax())
-                if decided == original or (target >= 0 and decided != target):
+            proba = model.outputs(X_cf)
+            reached = _at_target(model, proba, np.repeat(target[None], len(proba), axis=0))
+            for row, pr, ok in zip(X_cf, proba, reached):
+                if not ok:
                     not_flipping += 1
                 elif not self._respects_constraints(space, x, row):
                     violations += 1
@@ -328,14 +379,15 @@ class Counterfactuals(Explainer):
             cfs.append(Counterfactual(
                 changes={space.names[i]: Change(before=_value(space, i, x[i]), after=_value(space, i, row[i]))
                          for i in changed},
-                predicted_label=model.classes[int(pr.argmax())],
-                probability=float(pr.max()),
+                predicted_label=_label(model, pr),
+                probability=float(pr[0] if model.regression else pr.max()),
                 distance=_distance(space, x, row, spans),
             ))
         rows = [r for r, _ in valid]
-        asked = 0 if original == target else self.spec.count
+        asked = 0 if done else self.spec.count
         return CounterfactualsResult(
-            original_label=model.classes[original],
+            original_label=_label(model, p),
+            target_range=[None if np.isinf(v) else float(v) for v in target] if model.regression else None,
             asked=asked,
             returned=len(X_cf),
             dropped_not_flipping=not_flipping,
@@ -371,6 +423,33 @@ class Counterfactuals(Explainer):
         return True
 
 
+def _target_problems(spec: CounterfactualsSpec, model) -> list[tuple[str, str, str]]:
+    """What a counterfactual must reach, checked against the model: a class of a classifier, a score range
+    (or a cut-off's favourable side) of a regression model."""
+    if model.regression:
+        problems = []
+        if spec.desired != "any other":
+            problems.append(("desired", f"model {model.id!r} is a regression model: it has no class to reach",
+                             "remove desired, and give desired_range: [low, high] for the score"))
+        if spec.desired_range is None and getattr(model.spec, "decision", None) is None:
+            problems.append(("desired_range", "a regression model's counterfactuals need desired_range, or a decision "
+                             f"cut-off on the model, and model {model.id!r} has neither",
+                             f"give desired_range: [low, high], or decision: {{adverse_if: {{above: <score>}}}} on "
+                             f"model {model.id!r}"))
+        return problems
+    if spec.desired_range is not None:
+        return [("desired_range", f"desired_range is for regression models, and {model.id!r} is a classifier",
+                 "remove desired_range (desired: <class> names the class to reach)")]
+    labels = [python_label(c) for c in model.classes]
+    if spec.desired != "any other" and python_label(spec.desired) not in labels:
+        return [("desired", f"{spec.desired!r} is not a class of model {model.id!r} ({labels})",
+                 f"use one of: {', '.join(map(str, labels))}, or 'any other'")]
+    if spec.desired == "any other" and spec.engine == "reference" and len(labels) > 2:
+        return [("desired", f"dice-ml searches towards one class, and model {model.id!r} has {len(labels)}",
+                 f"name the class: desired: <one of {', '.join(map(str, labels))}>, or use the batched engine")]
+    return []
+
+
 class _DiceModel:
     """What DiCE's sklearn backend calls: predict/predict_proba on DataFrames of original values."""
 
@@ -378,10 +457,43 @@ class _DiceModel:
         self.model = model
 
     def predict_proba(self, frame):
-        return self.model.predict_proba(self.model.space.encode(frame[self.model.space.names]))
+        return self.model.outputs(_encode(self.model.space, frame))
 
     def predict(self, frame):
+        """The decided class index; a regression model's score (1-D, as DiCE's regressor mode takes it)."""
+        if self.model.regression:
+            return self.model.predict(_encode(self.model.space, frame))
         return self.predict_proba(frame).argmax(axis=1)
+
+
+def _encode(space, frame) -> np.ndarray:
+    """DiCE's frame as feature-space rows. Its genetic search turns categories into text ('2' for 2): map them
+    back to the dataset's own values first."""
+    frame = frame[space.names]
+    for i in space.categorical_indices:
+        text = {str(c): c for c in space.categories[i] if not isinstance(c, str)}
+        values = frame[space.names[i]].tolist()
+        if text and any(isinstance(v, str) and v in text for v in values):
+            frame = frame.assign(**{space.names[i]: [text.get(v, v) if isinstance(v, str) else v for v in values]})
+    return space.encode(frame)
+
+
+def _at_target(model, out: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Whether each row's outputs reach its target: the target class decided (for ``-1 - c``, any class but
+    ``c``), or for a regression model (targets ``(rows, 2)``) a score in ``[low, high]``."""
+    if model.regression:
+        return (targets[:, 0] <= out[:, 0]) & (out[:, 0] <= targets[:, 1])
+    decided = out.argmax(axis=1)
+    return np.where(targets >= 0, decided == targets, decided != -1 - targets)
+
+
+def _label(model, out: np.ndarray) -> int | str:
+    """The decision an output row makes: its class, or a regression score's decision under the cut-off ('score'
+    without one)."""
+    if not model.regression:
+        return model.classes[int(out.argmax())]
+    decision = getattr(model.spec, "decision", None)
+    return decision.labels([out[0]])[0] if decision is not None else model.classes[0]
 
 
 def _typed(frame, numeric: list[str], whole: set[str]):

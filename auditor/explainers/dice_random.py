@@ -1,6 +1,7 @@
 """The batched engine of the counterfactuals family: DiCE's random search (``dice_ml``'s ``DiceRandom``) for
 every sampled decision at once, one model call per round. ``tests/test_counterfactual_engines.py`` holds it to
-dice-ml's own search (validity, proximity, sparsity, diversity on the same decisions). Missing values: a
+dice-ml's own search (validity, proximity, sparsity, diversity on the same decisions), and
+``tests/test_counterfactuals_regression.py`` for a regression model's score range. Missing values: a
 decision's missing value stays missing in every candidate unless the feature is fillable, and candidates
 only ever take recorded values of a feature.
 """
@@ -22,7 +23,8 @@ class BatchedRandomSearch:
     The steps and defaults are DiCE's: ``SAMPLE_SIZE`` candidates per decision, each round changing one
     more randomly chosen feature of every candidate to a random value of that feature (uniform within the
     permitted or observed range, at the data's decimal precision; categories uniformly); a candidate counts
-    when the other class has probability >= 0.5; a decision stops after two rounds once it has ``count``
+    when the other class has probability >= 0.5 (a regression model's: when its score is in the target range,
+    as DiCE's regressor mode decides); a decision stops after two rounds once it has ``count``
     distinct such candidates; ``count`` are drawn from them; then DiCE's post-hoc sparsity search. What
     differs is the bookkeeping: numpy arrays for every decision instead of a DataFrame per decision, and one
     model call per round for all decisions. Each decision draws from its own generator seeded by its id, so
@@ -70,7 +72,8 @@ class BatchedRandomSearch:
     def run(self, batch: Batch, proba: np.ndarray, count: int, seed: int, progress,
             targets: np.ndarray | None = None) -> list[np.ndarray]:
         """Counterfactuals per decision. ``targets``: per decision the class to reach, or ``-1 - c`` for any class
-        but ``c`` (multiclass 'any other'); default, for binary models, the other class."""
+        but ``c`` (multiclass 'any other'), or for a regression model a row ``[low, high]`` of scores to reach;
+        default, for binary models, the other class."""
         per_chunk = max(1, self.CHUNK_ROWS // self.SAMPLE_SIZE)
         if targets is None:
             targets = 1 - proba.argmax(axis=1)
@@ -129,9 +132,9 @@ class BatchedRandomSearch:
             for k in live:  # every candidate changes one more feature (DiCE may pick one twice)
                 feature = rngs[k].choice(self.vary, size)
                 candidates[k, every, feature] = draws[k, every, feature]
-            p = self.model.predict_proba(candidates[live].reshape(-1, n)).reshape(len(live), size, -1)
+            p = self.model.outputs(candidates[live].reshape(-1, n)).reshape(len(live), size, -1)
             for j, k in enumerate(live):
-                hits = self._reaches(p[j], np.full(size, targets[k]))
+                hits = self._reaches(p[j], targets[np.full(size, k)])
                 if hits.any():
                     pools[k] = np.unique(np.concatenate([pools[k], candidates[k, hits]]), axis=0)
                 if round_ >= 2 and len(pools[k]) >= count:
@@ -207,12 +210,14 @@ class BatchedRandomSearch:
         """Whether each row, with ``feature`` set to ``values``, is still of its target class."""
         trial = rows.copy()
         trial[:, feature] = values
-        return self._reaches(self.model.predict_proba(trial), targets)
+        return self._reaches(self.model.outputs(trial), targets)
 
     def _reaches(self, p: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """Whether each row's probabilities ``p`` (rows, classes) reach its target: for two classes the target's
         probability at least DiCE's threshold; for more, the target class decided (or, for ``-1 - c``, any class
-        but ``c``)."""
+        but ``c``); for a regression model (``targets`` rows of [low, high]) the score ``p[:, 0]`` in the range."""
+        if targets.ndim == 2:
+            return (targets[:, 0] <= p[:, 0]) & (p[:, 0] <= targets[:, 1])
         if p.shape[1] == 2:
             return p[np.arange(len(p)), targets] >= self.THRESHOLD
         predicted = p.argmax(axis=1)

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from markupsafe import Markup, escape  # noqa: E402
 
-__all__ = ["attention_chart", "attribution_chart", "calibration_chart", "image_row", "importance_chart", "token_chart"]
+__all__ = ["attention_chart", "attribution_chart", "calibration_chart", "decile_chart", "image_row", "importance_chart", "token_chart"]
 
 POSITIVE = "#b2182b"  # pushes towards the class of interest
 NEGATIVE = "#2166ac"  # pushes away from it
@@ -166,6 +166,27 @@ def calibration_chart(bins: list[tuple[float, float, int]], *, positive: str, wi
         ax.set_ylim(0, 1)
         ax.set_xlabel(_plain(f"Predicted P({positive})", 50))
         ax.set_ylabel(_plain(f"Observed share {positive}", 50))
+        ax.legend(loc="upper left", frameon=False)
+        return _to_svg(fig)
+
+
+def decile_chart(bins: list[tuple[float, float, int]], *, target: str, width_in: float = 3.0) -> Markup:
+    """A regression model's calibration: mean observed against mean predicted score per decile of the prediction,
+    with the diagonal where they would be equal; marker area by count."""
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(width_in, width_in))
+        fig.subplots_adjust(left=0.2, right=0.96, top=0.96, bottom=0.16)
+        xs, ys, ns = zip(*bins)
+        lo, hi = min(min(xs), min(ys)), max(max(xs), max(ys))
+        pad = (hi - lo) * 0.08 or 1.0
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="#999999", linewidth=0.6, linestyle="--",
+                label="observed = predicted")
+        total = sum(ns)
+        ax.scatter(xs, ys, s=[8 + 140 * n / total for n in ns], color=POSITIVE, zorder=3, label="decile mean")
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_xlabel(_plain(f"Predicted {target}", 50))
+        ax.set_ylabel(_plain(f"Observed {target}", 50))
         ax.legend(loc="upper left", frameon=False)
         return _to_svg(fig)
 

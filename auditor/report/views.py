@@ -91,13 +91,22 @@ def _subject(evidence: Evidence, si: int, report: dict) -> dict[str, Any]:
     kinds = {f.name: f.type for f in s.dataset.features}
     decisions = [_decision(s, at, di, anchor, local, names, labels, kinds, flags, report["top_features"])
                  for di in range(len(s.decisions))]
+    regression = s.model.task == "regression"
+    positive = names.get(str(s.model.positive_class), str(s.model.positive_class))
     view = {
         "at": at,
         "anchor": anchor,
+        "regression": regression,
+        "decision_rule": s.model.decision,
+        "output_name": (lambda target: "the score") if regression else (
+            lambda target: f"P({names.get(str(target), str(target))})"),
+        "out_fmt": "num" if regression else "prob",
+        "towards": "the score up" if regression else f"towards {positive}",
+        "away": "the score down" if regression else f"away from {positive}",
         "model": s.model,
         "dataset": s.dataset,
         "background": s.background,
-        "positive": names.get(str(s.model.positive_class), str(s.model.positive_class)),
+        "positive": positive,
         "binary": len(s.model.classes) == 2,
         "class_name": lambda label: names.get(str(label), str(label)),
         "class_counts": [(names.get(k, k), path(at, "dataset", "class_counts", k)) for k in s.dataset.class_counts],
@@ -114,7 +123,7 @@ def _subject(evidence: Evidence, si: int, report: dict) -> dict[str, Any]:
     limit = report.get("max_decisions")
     if limit is not None and len(decisions) > limit:
         # Misclassified and adverse decisions are the ones a reviewer must see first.
-        ranked = sorted(decisions, key=lambda d: (d["correct"], not d["adverse"]))
+        ranked = sorted(decisions, key=lambda d: (d["correct"] is not False, not d["adverse"]))
         keep = {d["at"] for d in ranked[:limit]}
         for d in decisions:
             d["detailed"] = d["at"] in keep
@@ -160,7 +169,7 @@ def _decision(s, at: str, di: int, subject_anchor: str, local: list[dict], names
         "anchor": _anchor(subject_anchor, "decision", d.id),
         "id": d.id,
         "true": names.get(str(d.true_label), str(d.true_label)),
-        "predicted": names.get(str(d.predicted_label), str(d.predicted_label)),
+        "predicted": "" if d.predicted_label is None else names.get(str(d.predicted_label), str(d.predicted_label)),
         "correct": d.correct,
         "adverse": d.principal_reasons is not None,
         "detailed": True,

@@ -69,6 +69,13 @@ def chart_globals(figures: Figures) -> dict[str, Callable]:
         return charts.calibration_chart([(b["mean_predicted"], b["observed"], b["count"]) for b in bins],
                                         positive=positive)
 
+    def deciles(where: str, target: str):
+        """Mean observed against mean predicted score per decile of the prediction (regression)."""
+        bins = value(where)
+        if not bins:
+            return None
+        return charts.decile_chart([(b["mean_predicted"], b["mean_observed"], b["count"]) for b in bins], target=target)
+
     def image_maps(decision: str, result: str, signed: bool, class_name: Callable, gradcam_words: bool = False):
         """One image method's maps for one decision: the input with its ground truth, a panel per target."""
         r = value(result)
@@ -98,5 +105,5 @@ def chart_globals(figures: Figures) -> dict[str, Callable]:
         r = value(result)
         return _shaded(r["tokens"], r["rollout"], None, ignore_special=True)
 
-    return {"bars": bars, "importance": importance, "calibration": calibration, "image_maps": image_maps,
+    return {"bars": bars, "importance": importance, "calibration": calibration, "deciles": deciles, "image_maps": image_maps,
             "shaded_tokens": shaded_tokens, "token_bars": token_bars, "attention": attention, "rollout": rollout}

@@ -114,6 +114,17 @@ def run(policy: str | Path | Policy, *, out: str | Path | None = None, identity:
     return AuditResult(loaded, evidence, plan=plan, prepared=prepared)
 
 
+class CallableRegressor:
+    """A function returning one score per row, as a regressor the auditor can save and load (by reference, like
+    :class:`CallableModel`)."""
+
+    def __init__(self, function: Callable) -> None:
+        self.function = function
+
+    def predict(self, X):
+        return np.asarray(self.function(X), dtype=np.float64).reshape(len(X))
+
+
 class CallableModel:
     """A function returning class probabilities, as a classifier the auditor can save and load (by reference:
     the function must be importable, i.e. defined at a module's top level)."""
@@ -125,22 +136,26 @@ class CallableModel:
         return np.asarray(self.function(X), dtype=np.float64)
 
 
-def _save_model(model, folder: Path, *, classes, features: list[dict]) -> tuple[Path, dict[str, Any]]:
+def _save_model(model, folder: Path, *, classes, features: list[dict], task: str = "classification"
+                ) -> tuple[Path, dict[str, Any]]:
     """Save ``model`` in the format that suits it; the policy entry's extra fields."""
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
         torch = None
     if torch is not None and isinstance(model, torch.nn.Module):
-        if not classes:
-            raise AuditorError("a PyTorch model needs classes= (its class labels, in the order of its outputs)")
+        if not classes and task != "regression":
+            raise AuditorError("a PyTorch model needs classes= (its class labels, in the order of its outputs), or "
+                               "task='regression' for one that gives one score per row")
         width = sum(len(f["categories"]) if f.get("type") == "categorical" else 1 for f in features)
         program = torch.export.export(model.eval(), (torch.zeros(2, width),),
                                       dynamic_shapes=({0: torch.export.Dim("batch")},))
         path = folder / "model.pt2"
         torch.export.save(program, str(path))
         return path, {}
-    if hasattr(model, "predict_proba") and not isinstance(model, CallableModel):
+    scikit = hasattr(model, "predict_proba") or (task == "regression" and hasattr(model, "predict")
+                                                 and hasattr(model, "fit"))
+    if scikit and not isinstance(model, (CallableModel, CallableRegressor)):
         import skops.io as sio
 
         data = sio.dumps(model)
@@ -148,12 +163,16 @@ def _save_model(model, folder: Path, *, classes, features: list[dict]) -> tuple[
         path.write_bytes(data)
         # the caller handed this object over: its types are trusted, and the policy says which they are
         return path, {"trusted_types": sorted(sio.get_untrusted_types(data=data))}
-    if callable(model) or isinstance(model, CallableModel):
+    if callable(model) or isinstance(model, (CallableModel, CallableRegressor)):
         import joblib
 
-        if not classes and not isinstance(model, CallableModel):
-            raise AuditorError("a function model needs classes= (its class labels, in the order of its outputs)")
-        wrapped = model if isinstance(model, CallableModel) else CallableModel(model, classes)
+        if not classes and task != "regression" and not isinstance(model, CallableModel):
+            raise AuditorError("a function model needs classes= (its class labels, in the order of its outputs), or "
+                               "task='regression' for one that returns one score per row")
+        if isinstance(model, (CallableModel, CallableRegressor)):
+            wrapped = model
+        else:
+            wrapped = CallableRegressor(model) if task == "regression" else CallableModel(model, classes)
         path = folder / "model.joblib"
         try:
             joblib.dump(wrapped, path)
@@ -170,14 +189,16 @@ def audit(model, data, *, target: str, explanations: list | None = None, audienc
           background=None, classes: list | None = None, positive_class=None, sample: int = 20, seed: int = 0,
           title: str | None = None, intended_use: str | None = None, owner: str | None = None,
           workdir: str | Path | None = None, out: str | Path | None = None,
-          identity: str | Path | None = None) -> AuditResult:
+          identity: str | Path | None = None, task: str | None = None) -> AuditResult:
     """Audit ``model`` (a fitted scikit-learn-compatible estimator, a torch module taking the encoded matrix, or a
     function returning class probabilities) on ``data`` (a DataFrame with the ``target`` column), against
     ``background`` (a DataFrame; default: ``data``). The model, the data and the policy are written to
     ``workdir`` (default: a new temporary folder), and the policy is run as ``auditor run`` runs it.
 
     ``explanations``: types (``["lime", "rules"]``) or policy entries (``[{"type": "lime", "num_samples": 500}]``);
-    default: those suited to the model."""
+    default: those suited to the model. ``task``: "regression" for a model that returns one score per row (a
+    regressor's ``predict``, a torch module with one output, a function returning scores); default: a
+    scikit-learn regressor is audited as one, anything else as a classifier."""
     import pandas as pd
 
     from .drafts import draft_tree, infer_features, policy_text
@@ -190,12 +211,16 @@ def audit(model, data, *, target: str, explanations: list | None = None, audienc
     if background is not None:
         background.to_csv(folder / "background.csv", index=False)
     features = infer_features(data, {target})
-    model_path, extra = _save_model(model, folder, classes=classes, features=features)
+    if task is None:
+        task = "regression" if (getattr(model, "_estimator_type", None) == "regressor"
+                                or (hasattr(model, "predict") and hasattr(model, "fit")
+                                    and not hasattr(model, "predict_proba"))) else "classification"
+    model_path, extra = _save_model(model, folder, classes=classes, features=features, task=task)
     entries = None if explanations is None else [{"type": e} if isinstance(e, str) else dict(e) for e in explanations]
     tree = draft_tree(model_path, folder / "data.csv", target, policy_dir=folder,
                       background=folder / "background.csv" if background is not None else None, audience=audience,
                       title=title, intended_use=intended_use, owner=owner, sample=sample, seed=seed,
                       trusted_types=extra.get("trusted_types"), trust=extra.get("trust"), classes=classes,
-                      positive_class=positive_class, explanations=entries)
+                      positive_class=positive_class, explanations=entries, task=task)
     (folder / "policy.yaml").write_text(policy_text(tree), encoding="utf-8")
     return run(folder / "policy.yaml", out=out, identity=identity)

@@ -310,9 +310,12 @@ def validate(policy: Path) -> None:
 @click.option("--background", type=click.Path(path_type=Path), default=None,
               help="Reference data (e.g. the training data) the explainers compare with; default: the data itself.")
 @click.option("--audience", type=click.Choice(["finance", "medical"]), default="medical", show_default=True)
+@click.option("--task", type=click.Choice(["classification", "regression"]), default=None,
+              help="What the model predicts; default: what the model file says, else what the target looks like.")
 @click.option("-o", "--out", "out", type=click.Path(path_type=Path), default=Path("policy.yaml"), show_default=True)
 @click.option("--force", is_flag=True, help="Replace the file if it exists.")
-def init(model: Path, data: Path, target: str, background: Path | None, audience: str, out: Path, force: bool) -> None:
+def init(model: Path, data: Path, target: str, background: Path | None, audience: str, task: str | None, out: Path,
+         force: bool) -> None:
     """Write a draft policy for a model and its data that validates as written.
 
     Features, their types and categories come from the data and are checked against the model; TODO marks
@@ -325,7 +328,7 @@ def init(model: Path, data: Path, target: str, background: Path | None, audience
     for name, path in (("--model", model), ("--data", data), ("--background", background)):
         if path is not None and not path.exists():
             raise AuditorError(f"{path}: not found ({name})", hint="correct the path")
-    written = draft_policy(model, data, target, out=out, background=background, audience=audience)
+    written = draft_policy(model, data, target, out=out, background=background, audience=audience, task=task)
     click.echo(f"Wrote {written}: a draft policy that validates. Replace its TODOs, check the features and "
                f"classes, then: auditor run {written}", err=True)
 

@@ -68,6 +68,67 @@ def infer_features(frame: pd.DataFrame, exclude: set[str], order: list[str] | No
     return out
 
 
+def _width(features: list[dict[str, Any]]) -> int:
+    return sum(len(f["categories"]) if f.get("type") == "categorical" else 1 for f in features)
+
+
+def _takes(model: Path, fmt: str):
+    """For a network file: whether it takes an encoded matrix of a given width (None: not a network)."""
+    if fmt not in ("torch_export", "torchscript"):
+        return None
+    import torch
+
+    from .formats import load_exported, load_torchscript
+
+    try:
+        module = load_exported(model) if fmt == "torch_export" else load_torchscript(model)
+    except AuditorError:
+        return None  # the audit's own load reports it
+
+    def takes(width: int) -> bool:
+        try:
+            with torch.no_grad():
+                out = module(torch.zeros(2, width))
+            takes.outputs = int(out.shape[1]) if out.ndim == 2 else 1
+            return True
+        except Exception:
+            return False
+
+    takes.outputs = None
+
+    return takes
+
+
+def _fit_width(model: Path, fmt: str, features: list[dict[str, Any]], frame: pd.DataFrame
+               ) -> tuple[list[dict[str, Any]], int | None]:
+    """The features, and a network's number of outputs (None: not known). A network takes categories one-hot,
+    and a column of a few whole numbers (a code such as sex 1/2) may be one of them: when the network does not
+    take the features' width, the fewest such columns, fewest values first, are drafted as categorical until it
+    does (the draft marks them for a person to check)."""
+    takes = _takes(model, fmt)
+    if takes is None:
+        return features, None
+    if takes(_width(features)):
+        return features, takes.outputs
+    from itertools import combinations
+
+    def codes(f) -> bool:
+        values = frame[f["name"]].dropna()
+        return bool(2 <= values.nunique() <= 10 and np.all(np.mod(values.to_numpy(dtype=float), 1) == 0))
+
+    candidates = sorted((i for i, f in enumerate(features) if f.get("type") != "categorical" and codes(f)),
+                        key=lambda i: frame[features[i]["name"]].nunique())[:8]
+    for k in range(1, min(3, len(candidates)) + 1):
+        for combo in combinations(candidates, k):
+            trial = [dict(f) for f in features]
+            for i in combo:
+                values = sorted(frame[trial[i]["name"]].dropna().unique().tolist())
+                trial[i] |= {"type": "categorical", "categories": [int(v) for v in values], "coded": True}
+            if takes(_width(trial)):
+                return trial, takes.outputs
+    return features, None
+
+
 def _kind(frame: pd.DataFrame, fmt: str, target: str) -> tuple[str, dict[str, Any]]:
     """tabular, image (a column of image files) or text (a transformers model's longest text column)."""
     for column in frame.columns:
@@ -85,24 +146,37 @@ def _kind(frame: pd.DataFrame, fmt: str, target: str) -> tuple[str, dict[str, An
     return "tabular", {}
 
 
-def _model_inputs(model: Path, fmt: str, trusted_types) -> tuple[list[str] | None, list | None]:
-    """The input column names and class labels a scikit-learn file records (None where it does not). The file is
-    loaded as an audit loads it: a type it holds beyond scikit-learn's is refused unless trusted."""
+def _model_inputs(model: Path, fmt: str, trusted_types) -> tuple[list[str] | None, list | None, str | None]:
+    """The input column names, class labels and task (classification or regression) a scikit-learn file records
+    (None where it does not). The file is loaded as an audit loads it: a type it holds beyond scikit-learn's is
+    refused unless trusted."""
     if fmt != "skops":
-        return None, None
+        return None, None, None
     estimator = load_skops(model, model.stem, trusted_types or ())
     names = getattr(estimator, "feature_names_in_", None)
     classes = getattr(estimator, "classes_", None)
+    task = "regression" if not hasattr(estimator, "predict_proba") and hasattr(estimator, "predict") else None
     return ([str(n) for n in names] if names is not None else None,
-            [c.item() if isinstance(c, np.generic) else c for c in classes] if classes is not None else None)
+            [c.item() if isinstance(c, np.generic) else c for c in classes] if classes is not None else None, task)
+
+
+def _task_of(frame: pd.DataFrame, target: str, recorded: str | None, file_classes) -> str:
+    """regression when the file says so (a scikit-learn regressor, a network with one output), or, for a file
+    that records no classes, when the target is numbers with more than 20 distinct values; else classification."""
+    if recorded or file_classes is not None:
+        return recorded or "classification"
+    values = frame[target].dropna()
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    return "regression" if numeric and values.nunique() > 20 else "classification"
 
 
 def draft_tree(model: Path, data: Path, target: str, *, policy_dir: Path, background: Path | None = None,
                audience: str = "medical", audit_id: str | None = None, title: str | None = None,
                intended_use: str | None = None, owner: str | None = None, sample: int = 20, seed: int = 0,
                trusted_types: list[str] | None = None, trust: str | None = None, classes: list | None = None,
-               positive_class=None, explanations: list | None = None) -> dict[str, Any]:
-    """The policy as a mapping (paths relative to ``policy_dir``)."""
+               positive_class=None, explanations: list | None = None, task: str | None = None) -> dict[str, Any]:
+    """The policy as a mapping (paths relative to ``policy_dir``). ``task``: classification or regression
+    (default: what the model file says, else what the target looks like)."""
     model, data = Path(model), Path(data)
     fmt = "joblib" if trust == "pickle" else format_of(model)
     try:
@@ -113,7 +187,7 @@ def draft_tree(model: Path, data: Path, target: str, *, policy_dir: Path, backgr
         raise DataError(f"{data}: no column {target!r} (--target)", hint=f"the columns are: {', '.join(map(str, frame.columns))}")
     kind, media = _kind(frame, fmt, target)
     id_column = _id_column(frame, target)
-    names, file_classes = _model_inputs(model, fmt, trusted_types)
+    names, file_classes, recorded = _model_inputs(model, fmt, trusted_types)
     labels = sorted({v.item() if isinstance(v, np.generic) else v for v in frame[target].dropna()}, key=str)
     dataset: dict[str, Any] = {"id": "audited", "path": os.path.relpath(data, policy_dir), "target": target}
     dataset["kind"] = kind
@@ -121,15 +195,19 @@ def draft_tree(model: Path, data: Path, target: str, *, policy_dir: Path, backgr
         dataset["id_column"] = id_column
     dataset |= media
     exclude = {target, id_column} | set(media.values()) | {c for c in frame.columns if "rationale" in str(c)}
+    outputs = None
     if not media:  # a table: its columns are the features
-        dataset["features"] = infer_features(frame, exclude, order=names)
+        dataset["features"], outputs = _fit_width(model, fmt, infer_features(frame, exclude, order=names), frame)
+    task = task or ("regression" if outputs == 1 else _task_of(frame, target, recorded, file_classes))
     entry: dict[str, Any] = {"id": model.stem.replace(" ", "_")[:64] or "model", "path": os.path.relpath(model, policy_dir),
                              "format": fmt}
     if trusted_types:
         entry["trusted_types"] = list(trusted_types)
     if trust:
         entry["trust"] = trust
-    if classes:  # given by the caller
+    if task == "regression":
+        entry["task"] = "regression"
+    elif classes:  # given by the caller
         entry["classes"] = list(classes)
     elif file_classes is None and FORMATS[fmt].needs_classes:  # the file does not say: the data's labels, sorted
         entry["classes"] = list(labels)
@@ -142,7 +220,8 @@ def draft_tree(model: Path, data: Path, target: str, *, policy_dir: Path, backgr
                         | {"id": "reference", "path": os.path.relpath(Path(background), policy_dir)})
         pair["background"] = "reference"
     if explanations is None:
-        explanations = _explanations(kind, fmt, missing=bool(frame.drop(columns=[target]).isna().any().any()))
+        explanations = _explanations(kind, fmt, missing=bool(frame.drop(columns=[target]).isna().any().any()),
+                                     regression=task == "regression")
     return {
         "version": 1,
         "audit": {"id": audit_id or f"{entry['id']}-audit".replace("_", "-")[:64], "audience": audience,
@@ -157,10 +236,11 @@ def draft_tree(model: Path, data: Path, target: str, *, policy_dir: Path, backgr
     }
 
 
-def _explanations(kind: str, fmt: str, *, missing: bool) -> list[dict[str, Any]]:
+def _explanations(kind: str, fmt: str, *, missing: bool, regression: bool = False) -> list[dict[str, Any]]:
     """Every registered family that explains this kind of data and this format, with its defaults: gradient
     methods for differentiable models (not on data with missing values), layer methods where layers can be
-    hooked, and only families whose defaults need no setting the data cannot give (a layer's name, say)."""
+    hooked, and only families whose defaults need no setting the data cannot give (a layer's name, say, or a
+    regression model's target for counterfactuals, which the draft's decision cut-off does not set)."""
     from pydantic import ValidationError
 
     from .explainers import EXPLAINERS
@@ -170,6 +250,8 @@ def _explanations(kind: str, fmt: str, *, missing: bool) -> list[dict[str, Any]]
         if kind not in family.modalities or (family.requires == "torch" and not FORMATS[fmt].gradients):
             continue
         if (family.needs_eager and not FORMATS[fmt].layers) or (family.finite_inputs and missing):
+            continue
+        if regression and family.regression_needs:
             continue
         try:
             family.Spec(type=name)
@@ -182,6 +264,12 @@ def _explanations(kind: str, fmt: str, *, missing: bool) -> list[dict[str, Any]]
 _HEADER = """# Draft policy written by `auditor init`. It validates as written; before the audit is relied on,
 # replace every TODO and check what the data could not say: display names and units, which features are
 # immutable for counterfactuals, the class of interest, and the thresholds the findings must meet.
+"""
+
+_REGRESSION = """
+# A regression model's score becomes a decision at a cut-off (then its adverse decisions get principal reasons,
+# counterfactuals toward the favourable side, and the sample may be drawn near the cut-off), e.g.:
+#     decision: {adverse_if: {below: 600}, adverse: decline, favourable: approve}
 """
 
 _THRESHOLDS = """
@@ -216,7 +304,8 @@ _Dumper.add_representer(_Flow, lambda dumper, data: dumper.represent_mapping("ta
 
 
 def _flow_features(datasets: list[dict]) -> list[dict]:
-    return [d | {"features": [_Flow(f) for f in d["features"]]} if "features" in d else d for d in datasets]
+    return [d | {"features": [_Flow({k: v for k, v in f.items() if k != "coded"}) for f in d["features"]]}
+            if "features" in d else d for d in datasets]
 
 
 def policy_text(tree: dict[str, Any]) -> str:
@@ -236,11 +325,19 @@ def policy_text(tree: dict[str, Any]) -> str:
             block = block.replace("reviewers: []", "reviewers: []  # TODO: who reviews this audit")
             block = block.replace(f"intended_use: {TODO}", f"intended_use: {TODO}  # what the model decides, for whom")
             block = block.replace(f"population: {TODO}", f"population: {TODO}  # who the decisions are about")
+        if key == "datasets":
+            for f in (f for d in tree["datasets"][:1] for f in d.get("features", []) if f.get("coded")):
+                block = block.replace(f"  - {{name: {f['name']},", f"  # TODO: check: {f['name']} is drafted as "
+                                      "categorical (codes) because the network takes it one-hot\n"
+                                      f"  - {{name: {f['name']},", 1)
         if key == "models" and "classes" in tree["models"][0]:
             block = block.replace("  classes:", "  # TODO: check the classes are in the order of the model's outputs\n"
                                   "  classes:", 1)
         parts.append(block)
-    return "".join(parts) + _THRESHOLDS + _figures(tree["explanations"])
+    regression = tree["models"][0].get("task") == "regression"
+    thresholds = _THRESHOLDS.replace("performance.roc_auc, min: 0.7, warn_min: 0.75",
+                                     "performance.r2, min: 0.3, warn_min: 0.5") if regression else _THRESHOLDS
+    return "".join(parts) + (_REGRESSION if regression else "") + thresholds + _figures(tree["explanations"])
 
 
 def draft_policy(model: Path, data: Path, target: str, *, out: Path, **options) -> Path:

@@ -109,6 +109,8 @@ SAMPLES = [
     ("credit/models/mlp.pt2", "credit/data/test.csv", "credit_risk", None),
     ("breast_cancer/models/gbm.skops", "breast_cancer/data/test.csv", "diagnosis", "breast_cancer/data/train.csv"),
     ("liver/models/hgb.skops", "liver/data/test.csv", "outcome", "liver/data/train.csv"),
+    ("diabetes/models/gbr.skops", "diabetes/data/test.csv", "progression", "diabetes/data/train.csv"),
+    ("diabetes/models/mlp.pt2", "diabetes/data/test.csv", "progression", "diabetes/data/train.csv"),
     ("lesion/models/cnn.pt", "lesion/data/test/labels.csv", "label", None),
     ("triage/models/classifier", "triage/data/test.csv", "label", None),
 ]
@@ -130,6 +132,9 @@ def test_init_writes_a_policy_that_validates_for_every_sample(tmp_path, model, d
     prepare(auditor.load_policy(tmp_path / "policy.yaml"))  # what `auditor validate` checks, in this process
     tree = yaml.safe_load((tmp_path / "policy.yaml").read_text())
     assert tree["audit"]["intended_use"] == "TODO" and "# thresholds:" in (tmp_path / "policy.yaml").read_text()
+    if model.startswith("diabetes/"):  # a regressor, and a network's numeric target of many values: score models
+        assert tree["models"][0]["task"] == "regression" and "classes" not in tree["models"][0]
+        assert "decision: {adverse_if:" in (tmp_path / "policy.yaml").read_text()
 
 
 def test_a_drafted_policy_runs_into_a_complete_report(tmp_path):

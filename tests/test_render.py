@@ -22,7 +22,8 @@ from auditor.report import render_html, render_pdf
 from evidence_trace import trace, visible_text
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "evidence"
-STORED = ["finance_tabular", "medical_tabular", "medical_missing", "medical_text", "medical_image"]
+STORED = ["finance_tabular", "medical_tabular", "medical_missing", "medical_regression", "medical_text",
+          "medical_image"]
 WHEN = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
 
 

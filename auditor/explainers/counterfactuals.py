@@ -31,12 +31,7 @@ that really flip the decision and respect every constraint reach the evidence; t
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import random
 import statistics
-import warnings
 from itertools import combinations
 from typing import Literal
 
@@ -45,9 +40,10 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from ..datasets import python_label
 from ..numbers import listed
-from .base import (Batch, Explainer, ExplainerSpec, MethodSummary, Notes, Observation, Progress, decision_seed,
+from .base import (Batch, Explainer, ExplainerSpec, MethodSummary, Notes, Observation, Progress,
                    named_features)
 from .dice_random import BatchedRandomSearch
+from .dice_reference import at_target, dice_search
 
 __all__ = ["Counterfactuals", "CounterfactualsResult", "CounterfactualsSpec", "CounterfactualsSummary"]
 
@@ -289,67 +285,10 @@ class Counterfactuals(Explainer):
             found = BatchedRandomSearch(model, background, vary, self.spec.permitted_range, self.spec.fillable).run(
                 batch, proba, self.spec.count, seed, progress, targets)
         else:
-            found = self._dice(model, batch, background, vary, seed, progress, targets, proba)
+            aim = self.target_range(model) if model.regression else None
+            found = dice_search(self.spec, aim, model, batch, background, vary, seed, progress, targets, proba)
         results = [self._validate(model, batch.X[k], proba[k], rows, spans, targets[k]) for k, rows in enumerate(found)]
         return results, {"features_to_vary": vary, "engine": self.spec.engine}
-
-    def _dice(self, model, batch: Batch, background, vary: list[str], seed: int, progress,
-              targets: np.ndarray, proba: np.ndarray) -> list[np.ndarray]:
-        """dice-ml's generate_counterfactuals per decision (none for a decision already at its target); the
-        candidates as feature-space rows."""
-        import dice_ml
-
-        space = model.space
-        names = space.names
-        numeric = [f.name for f in space.features if f.type == "numeric"]
-        # Whole-number features stay integers so DiCE proposes whole numbers (no "1.8 dependents");
-        # the rest are float64 (DiCE fails on float32 frames under pandas 3).
-        whole = {n for n in numeric if np.all(np.mod(background[:, names.index(n)], 1) == 0)}
-        frame = _typed(space.decode(background), numeric, whole)
-        scores = model.outputs(background)
-        frame["__outcome__"] = scores[:, 0] if model.regression else scores.argmax(axis=1)
-        target = {}
-        if model.regression:  # DiCE takes a closed range: close an open end far outside the model's scores
-            aim, span = self.target_range(model), max(float(np.ptp(scores)), 1.0)
-            wide = np.array([min(scores.min(), aim[1]) - 10 * span, max(scores.max(), aim[0]) + 10 * span])
-            target = {"desired_range": np.where(np.isinf(aim), wide, aim).tolist()}
-        done = _at_target(model, proba, targets)
-        data = dice_ml.Data(dataframe=frame, continuous_features=numeric, outcome_name="__outcome__")
-        dice_model = dice_ml.Model(model=_DiceModel(model), backend="sklearn",
-                                   model_type="regressor" if model.regression else "classifier")
-        dice = dice_ml.Dice(data, dice_model, method=self.spec.method)
-        ranges = {n: list(v) for n, v in self.spec.permitted_range.items()}
-        found = []
-        for k in range(len(batch)):
-            if done[k]:
-                found.append(np.empty((0, len(names))))
-                if progress:
-                    progress(1)
-                continue
-            query = _typed(space.decode(batch.X[k : k + 1]), numeric, whole)
-            s = decision_seed(seed, batch.ids[k])
-            random.seed(s)
-            np.random.seed(s)
-            kwargs = {"random_seed": s} if self.spec.method == "random" else {}
-            with _quiet():
-                try:
-                    out = dice.generate_counterfactuals(
-                        query, total_CFs=self.spec.count, features_to_vary=vary,
-                        desired_class="opposite" if len(model.classes) <= 2 else int(targets[k]),
-                        permitted_range=ranges or None, posthoc_sparsity_algorithm="binary", verbose=False,
-                        **target, **kwargs)
-                    cfs = out.cf_examples_list[0].final_cfs_df
-                except Exception as exc:  # DiCE raises when it finds nothing ("No counterfactuals found")
-                    if "no counterfactuals found" not in str(exc).lower():
-                        raise
-                    cfs = None
-            if cfs is None or not len(cfs):
-                found.append(np.empty((0, len(names))))
-            else:
-                found.append(_encode(space, cfs))
-            if progress:
-                progress(1)
-        return found
 
     def _validate(self, model, x: np.ndarray, p: np.ndarray, X_cf: np.ndarray, spans,
                   target=None) -> CounterfactualsResult:
@@ -360,12 +299,12 @@ class Counterfactuals(Explainer):
             target = int(_any_other(int(p.argmax()), len(model.classes)))
         target = np.asarray(target)
         valid, not_flipping, violations = [], 0, 0
-        done = bool(_at_target(model, p[None], target[None])[0])
+        done = bool(at_target(model, p[None], target[None])[0])
         if done:  # already the desired class (or score): nothing to find
             X_cf = X_cf[:0]
         if len(X_cf):
             proba = model.outputs(X_cf)
-            reached = _at_target(model, proba, np.repeat(target[None], len(proba), axis=0))
+            reached = at_target(model, proba, np.repeat(target[None], len(proba), axis=0))
             for row, pr, ok in zip(X_cf, proba, reached):
                 if not ok:
                     not_flipping += 1
@@ -450,43 +389,6 @@ def _target_problems(spec: CounterfactualsSpec, model) -> list[tuple[str, str, s
     return []
 
 
-class _DiceModel:
-    """What DiCE's sklearn backend calls: predict/predict_proba on DataFrames of original values."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-
-    def predict_proba(self, frame):
-        return self.model.outputs(_encode(self.model.space, frame))
-
-    def predict(self, frame):
-        """The decided class index; a regression model's score (1-D, as DiCE's regressor mode takes it)."""
-        if self.model.regression:
-            return self.model.predict(_encode(self.model.space, frame))
-        return self.predict_proba(frame).argmax(axis=1)
-
-
-def _encode(space, frame) -> np.ndarray:
-    """DiCE's frame as feature-space rows. Its genetic search turns categories into text ('2' for 2): map them
-    back to the dataset's own values first."""
-    frame = frame[space.names]
-    for i in space.categorical_indices:
-        text = {str(c): c for c in space.categories[i] if not isinstance(c, str)}
-        values = frame[space.names[i]].tolist()
-        if text and any(isinstance(v, str) and v in text for v in values):
-            frame = frame.assign(**{space.names[i]: [text.get(v, v) if isinstance(v, str) else v for v in values]})
-    return space.encode(frame)
-
-
-def _at_target(model, out: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Whether each row's outputs reach its target: the target class decided (for ``-1 - c``, any class but
-    ``c``), or for a regression model (targets ``(rows, 2)``) a score in ``[low, high]``."""
-    if model.regression:
-        return (targets[:, 0] <= out[:, 0]) & (out[:, 0] <= targets[:, 1])
-    decided = out.argmax(axis=1)
-    return np.where(targets >= 0, decided == targets, decided != -1 - targets)
-
-
 def _label(model, out: np.ndarray) -> int | str:
     """The decision an output row makes: its class, or a regression score's decision under the cut-off ('score'
     without one)."""
@@ -494,12 +396,6 @@ def _label(model, out: np.ndarray) -> int | str:
         return model.classes[int(out.argmax())]
     decision = getattr(model.spec, "decision", None)
     return decision.labels([out[0]])[0] if decision is not None else model.classes[0]
-
-
-def _typed(frame, numeric: list[str], whole: set[str]):
-    for name in numeric:
-        frame[name] = np.rint(frame[name]).astype(np.int64) if name in whole else frame[name].astype(np.float64)
-    return frame
 
 
 def _any_other(original, classes: int):
@@ -532,17 +428,3 @@ def _distance(space, a: np.ndarray, b: np.ndarray, spans: np.ndarray) -> float:
     parts = [float(not _same(a[i], b[i])) if f.type == "categorical" or np.isnan(a[i]) or np.isnan(b[i])
              else abs(a[i] - b[i]) / spans[i] for i, f in enumerate(space.features)]
     return float(np.mean(parts))
-
-
-@contextlib.contextmanager
-def _quiet():
-    """DiCE prints tqdm bars and warnings for every decision; keep the audit's output readable."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        previous = logging.root.manager.disable
-        logging.disable(logging.WARNING)
-        try:
-            yield
-        finally:
-            logging.disable(previous)

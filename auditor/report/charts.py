@@ -152,12 +152,17 @@ def importance_chart(items: list[tuple[str, float, float]], *, xlabel: str, widt
         return _to_svg(fig)
 
 
-def calibration_chart(bins: list[tuple[float, float, int]], *, positive: str, width_in: float = 3.0) -> Markup:
-    """Reliability diagram: mean predicted vs observed share per bin, marker area by count."""
+def calibration_chart(bins: list[tuple[float, float, int]], *, positive: str, width_in: float = 3.0,
+                      intervals: list[tuple[float, float] | None] | None = None) -> Markup:
+    """Reliability diagram: mean predicted vs observed share per bin, marker area by count; ``intervals``: each
+    bin's confidence interval of the observed share (a vertical bar), None where it has none."""
     with plt.rc_context(_RC):
         fig, ax = plt.subplots(figsize=(width_in, width_in))
         fig.subplots_adjust(left=0.18, right=0.96, top=0.96, bottom=0.16)
         ax.plot([0, 1], [0, 1], color="#999999", linewidth=0.6, linestyle="--", label="perfect calibration")
+        for (x, _, _), ci in zip(bins, intervals or ()):
+            if ci is not None:
+                ax.plot([x, x], list(ci), color=POSITIVE, linewidth=0.7, alpha=0.6, zorder=2)
         if bins:
             xs, ys, ns = zip(*bins)
             total = sum(ns)

@@ -67,7 +67,9 @@ def chart_globals(figures: Figures) -> dict[str, Callable]:
         if not bins:
             return None
         return charts.calibration_chart([(b["mean_predicted"], b["observed"], b["count"]) for b in bins],
-                                        positive=positive)
+                                        positive=positive, intervals=[
+                                            None if b.get("observed_ci") is None else
+                                            (b["observed_ci"]["lower"], b["observed_ci"]["upper"]) for b in bins])
 
     def deciles(where: str, target: str):
         """Mean observed against mean predicted score per decile of the prediction (regression)."""

@@ -15,6 +15,13 @@ falling linearly to 0 after its tenth). A reason whose value is missing at the d
 ("No record of: Months employed", or the policy's ``missing_texts``). The evidence keeps every method's own top reasons and whether the
 methods agree: the mean pairwise overlap of their top reasons is at least the policy's
 ``principal_reasons.min_overlap``.
+
+A reason never names a protected characteristic (the policy's ``protected:``; Regulation B 1002.2(z), 1002.6):
+when one ranks among a decision's top reasons, the notice's reasons are the permissible features re-ranked
+without it, and the record keeps what was withheld, at which rank and on which basis (``withheld``). The summary
+lists those decisions, raises an observation (``reasons.protected``) and gives the share of adverse decisions
+affected (``protected_share``, a threshold metric). The methods' own top reasons and their overlap are taken
+over the permissible features too; ``method_ranks`` stay each method's own ranks over every used feature.
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ from pydantic import BaseModel, Field
 from .explainers.base import Observation
 from .numbers import listed
 
-__all__ = ["PrincipalReasons", "Reason", "ReasonsSummary", "derive_reasons", "summarize_reasons", "used_features"]
+__all__ = ["PrincipalReasons", "Reason", "ReasonsSummary", "Withheld", "derive_reasons", "summarize_reasons",
+           "used_features"]
 
 BORDA_DEPTH = 10
 
@@ -41,9 +49,21 @@ class Reason(BaseModel):
     method_ranks: dict[str, int | None] = Field(description="The feature's rank in each method (None: not a reason there).")
 
 
+class Withheld(BaseModel):
+    """A protected characteristic that ranked among the decision's top reasons, and is not stated as one."""
+
+    feature: str
+    rank: int = Field(description="Its rank among every used feature, before it was withheld.")
+    basis: str = Field(description="The prohibited basis, as the policy's protected entry names it.")
+    score: float = Field(description="Its mean Borda score over methods.")
+    method_ranks: dict[str, int | None] = Field(description="Its rank in each method (None: not a reason there).")
+
+
 class PrincipalReasons(BaseModel):
     adverse_class: int | str
-    reasons: list[Reason]
+    reasons: list[Reason] = Field(description="The notice's reasons: permissible features only, ranked.")
+    withheld: list[Withheld] = Field(default_factory=list, description="Protected characteristics that ranked among "
+                                     "the top reasons and were withheld from the notice.")
     methods: list[str]
     by_method: dict[str, list[str]] = Field(description="Each method's own top reasons, best first.")
     overlap: float | None = Field(description="Mean pairwise Jaccard overlap of the methods' top reasons.")
@@ -56,6 +76,9 @@ class ReasonsSummary(BaseModel):
     agree: int = Field(description="Of those, decisions whose methods agree on the top reasons (or one method).")
     min_overlap: float = Field(description="The policy's bound on the methods' overlap for them to agree.")
     disagree: list[int | str] = Field(description="Adverse decisions whose methods disagree.")
+    protected: list[int | str] = Field(default_factory=list, description="Adverse decisions where a protected "
+                                       "characteristic ranked among the top reasons (withheld from the notice).")
+    protected_share: float | None = Field(default=None, description="Their share of the adverse decisions.")
 
 
 def used_features(model, X: np.ndarray, seed: int, max_rows: int = 1000) -> list[str]:
@@ -74,8 +97,11 @@ def used_features(model, X: np.ndarray, seed: int, max_rows: int = 1000) -> list
 def derive_reasons(explanations: dict, families: dict, *, adverse, methods: list[str], used: list[str],
                    names: list[str], labels: dict[str, str], texts: dict[str, str], max_reasons: int,
                    min_overlap: float = 0.5, missing: frozenset = frozenset(),
-                   missing_texts: dict[str, str] | None = None) -> PrincipalReasons:
-    """``families`` maps each explanation name to its family, which ranks the features its result points to."""
+                   missing_texts: dict[str, str] | None = None,
+                   protected: dict[str, str] | None = None) -> PrincipalReasons:
+    """``families`` maps each explanation name to its family, which ranks the features its result points to;
+    ``protected`` maps each protected feature to its basis: never a reason, withheld when it ranks among the top."""
+    protected = protected or {}
     ranked = {m: families[m].reason_ranking(explanations[m], adverse, names) for m in methods if m in explanations}
     rankings = {m: [f for f in r if f in used] for m, r in ranked.items() if r is not None}
     methods = list(rankings)
@@ -83,7 +109,11 @@ def derive_reasons(explanations: dict, families: dict, *, adverse, methods: list
     for ranking in rankings.values():
         for r, f in enumerate(ranking[:BORDA_DEPTH]):
             scores[f] = scores.get(f, 0.0) + (BORDA_DEPTH - r) / BORDA_DEPTH / max(len(rankings), 1)
-    ranked = sorted(scores, key=lambda f: (-scores[f], names.index(f)))[:max_reasons]
+    order = sorted(scores, key=lambda f: (-scores[f], names.index(f)))
+    withheld = [Withheld(feature=f, rank=k + 1, basis=protected[f], score=round(scores[f], 12),
+                         method_ranks={m: (rankings[m].index(f) + 1 if f in rankings[m] else None) for m in methods})
+                for k, f in enumerate(order[:max_reasons]) if f in protected]
+    ranked = [f for f in order if f not in protected][:max_reasons]
     reasons = [
         Reason(rank=k + 1, feature=f, missing=f in missing, score=round(scores[f], 12),
                text=(missing_texts or {}).get(f, f"No record of: {labels[f]}") if f in missing
@@ -91,11 +121,11 @@ def derive_reasons(explanations: dict, families: dict, *, adverse, methods: list
                method_ranks={m: (rankings[m].index(f) + 1 if f in rankings[m] else None) for m in methods})
         for k, f in enumerate(ranked)
     ]
-    tops = {m: r[:max_reasons] for m, r in rankings.items()}
+    tops = {m: [f for f in r if f not in protected][:max_reasons] for m, r in rankings.items()}
     pairs = [(set(tops[a]), set(tops[b])) for a, b in combinations(methods, 2)]
     overlap = float(np.mean([len(a & b) / len(a | b) if a | b else 1.0 for a, b in pairs])) if pairs else None
     label = getattr(adverse, "label", adverse)  # an Adverse outcome, or a class label
-    return PrincipalReasons(adverse_class=label, reasons=reasons, methods=methods, by_method=tops,
+    return PrincipalReasons(adverse_class=label, reasons=reasons, withheld=withheld, methods=methods, by_method=tops,
                             overlap=overlap, agree=None if overlap is None else overlap >= min_overlap)
 
 
@@ -106,9 +136,23 @@ def summarize_reasons(model_id: str, decisions: list, methods: list[str], *, min
     if not adverse:
         return None, []
     disagree = [d.id for d in adverse if d.principal_reasons.agree is False]
+    affected = [d for d in adverse if d.principal_reasons.withheld]
     summary = ReasonsSummary(methods=methods, adverse=len(adverse), agree=len(adverse) - len(disagree),
-                             min_overlap=min_overlap, disagree=disagree)
+                             min_overlap=min_overlap, disagree=disagree, protected=[d.id for d in affected],
+                             protected_share=len(affected) / len(adverse))
     observations = []
+    if affected:
+        features: dict[str, tuple[str, list]] = {}
+        for d in affected:
+            for w in d.principal_reasons.withheld:
+                features.setdefault(w.feature, (w.basis, []))[1].append(f"{d.id} (#{w.rank})")
+        observations.append(Observation(
+            level="warn", code="reasons.protected", decisions=[d.id for d in affected],
+            message=f"{model_id}: a protected characteristic ranked among the top reasons of {len(affected)} of "
+                    f"{len(adverse)} adverse decision(s); it was withheld from their notices, which state only "
+                    "permissible reasons; the decisions still rely on it: "
+                    + "; ".join(f"{f} ({basis}) in decision(s) {listed(ids)}" for f, (basis, ids) in features.items())
+                    + "."))
     if disagree:
         observations.append(Observation(
             level="warn", code="reasons.disagree", decisions=disagree, threshold=min_overlap,

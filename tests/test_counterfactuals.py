@@ -25,7 +25,7 @@ RANGES = {"income": [20, 90], "debt_ratio": [0.0, 0.9], "purpose": ["car", "educ
 
 def explainer(**options) -> Counterfactuals:
     options = {"count": 3, "immutable": IMMUTABLE, "permitted_range": RANGES, **options}
-    return Counterfactuals(CounterfactualsSpec(type="counterfactuals", **options))
+    return Counterfactuals(CounterfactualsSpec(type="counterfactuals", **({"for": "all"} | options)))
 
 
 def batch_of(prep, rows) -> Batch:
@@ -52,7 +52,9 @@ def assert_counts_consistent(result: CounterfactualsResult, asked: int, from_dic
                                + result.dropped_constraint_violations)
     if from_dice:
         assert result.returned <= asked
-    assert result.validity == pytest.approx(len(result.counterfactuals) / asked)
+    # validity: the share of what the search returned that is valid (none returned: not measured)
+    assert result.validity == (pytest.approx(len(result.counterfactuals) / result.returned) if result.returned
+                               else None)
     cfs = result.counterfactuals
     if cfs:
         assert result.proximity == pytest.approx(np.mean([c.distance for c in cfs]))
@@ -74,7 +76,9 @@ def test_every_counterfactual_flips_and_respects_the_constraints(loans, model_id
     rows = np.random.default_rng(seed).choice(prep.dataset.n_rows, 5, replace=False)
     batch = batch_of(prep, rows)
     results, parameters = explainer(engine=engine).explain(model, batch, background=prep.background.X, seed=seed)
-    assert parameters == {"features_to_vary": ["income", "age", "purpose", "debt_ratio"], "engine": engine}
+    assert {k: parameters[k] for k in ("features_to_vary", "engine", "for")} == {
+        "features_to_vary": ["income", "age", "purpose", "debt_ratio"], "engine": engine, "for": "all"}
+    assert "holding Housing, Years with employer fixed" in parameters["searched"]
     assert len(results) == len(batch)
 
     decisions = space.decode(batch.X).to_dict(orient="records")
@@ -168,7 +172,7 @@ def test_validate_drops_non_flipping_and_constraint_breaking_candidates(loans):
     assert result.returned == 8
     assert result.dropped_not_flipping == 3
     assert result.dropped_constraint_violations == 4
-    assert len(result.counterfactuals) == 1 and result.validity == pytest.approx(1 / 3)
+    assert len(result.counterfactuals) == 1 and result.validity == pytest.approx(1 / 8)
     assert_counts_consistent(result, asked=3, from_dice=False)
     (cf,) = result.counterfactuals
     assert {n: (c.before, c.after) for n, c in cf.changes.items()} == {
@@ -185,7 +189,7 @@ def test_validate_drops_non_flipping_and_constraint_breaking_candidates(loans):
 
     # no candidates: nothing returned, nothing valid
     empty = explainer(count=3)._validate(model, x, p, space.encode(frame.iloc[:0]), spans)
-    assert (empty.returned, empty.validity, empty.counterfactuals) == (0, 0.0, [])
+    assert (empty.returned, empty.validity, empty.counterfactuals) == (0, None, [])
     assert_counts_consistent(empty, asked=3)
 
 

@@ -101,7 +101,7 @@ def write_policy(folder: Path, explanations: list, **extra) -> Path:
 EVERY = [{"type": "lime", "num_samples": 500}, {"type": "integrated_gradients", "n_steps": 16},
          {"type": "shapley", "background_rows": 30, "n_samples": 4}, {"type": "rules", "max_depth": 3},
          {"type": "counterfactuals", "count": 2},
-         {"type": "counterfactuals", "id": "to_low", "desired": "low", "count": 2},
+         {"type": "counterfactuals", "id": "to_low", "desired": "low", "count": 2, "for": "all"},
          {"type": "permutation_importance", "n_repeats": 2}]
 
 
@@ -115,6 +115,8 @@ def test_a_three_class_model_runs_every_tabular_explainer(folder):
         assert [m.name for m in s.skipped] == ([] if s.model.id == "net" else ["integrated_gradients"])
         found = 0
         for d in s.decisions:
+            searched = d.explanations["counterfactuals"]  # by default the adverse decisions only: recourse
+            assert (searched.not_asked == "not adverse") == (d.predicted_label != "high")
             for c in d.explanations["counterfactuals"].counterfactuals:  # any other class
                 assert c.predicted_label != d.predicted_label
                 found += 1

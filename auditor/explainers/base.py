@@ -171,6 +171,8 @@ class Explainer:
     figures: ClassVar[dict[str, str]] = {}
     """Quality figures a threshold can name (``<explanation>.<figure>``): fields of a summary, with what each is.
     A figure a subject's summary does not have (an image figure of a tabular model) cannot be measured there."""
+    group_figures: ClassVar[tuple[str, ...]] = ()
+    """Figures a threshold may take ``by`` a feature's groups of decisions (see :meth:`by_group`)."""
     partial: ClassVar[str] = "partials/methods/default.html.j2"
     attribution_field: ClassVar[str | None] = None
     """Per-decision results' field holding per-feature attributions (feature -> signed value towards the
@@ -238,6 +240,11 @@ class Explainer:
         ``decision_ids`` the sampled decisions' ids in the same order.
         """
         return None, []
+
+    def by_group(self, results, groups) -> list[BaseModel] | None:
+        """The :attr:`group_figures` for each group of decisions (``groups``: one label per result, in order);
+        None for families without group figures."""
+        return None
 
     @classmethod
     def attributions(cls, result) -> dict[str, float] | None:

@@ -31,12 +31,11 @@ that really flip the decision and respect every constraint reach the evidence; t
 
 from __future__ import annotations
 
-import statistics
 from itertools import combinations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..datasets import python_label
 from ..numbers import listed
@@ -53,6 +52,13 @@ class CounterfactualsSpec(ExplainerSpec):
     method: Literal["random", "genetic", "kdtree"] = Field(
         default="random", description="DiCE's search: random sampling, a genetic algorithm, or nearest examples."
     )
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+    for_: Literal["adverse", "all"] | None = Field(
+        default=None, alias="for",
+        description="Which decisions are searched: adverse (recourse: is there an actionable change that reverses "
+        "an adverse decision?) or all. Default: adverse when the policy names an adverse outcome for the model "
+        "(principal_reasons.adverse_class, or a regression model's decision cut-off), else all.")
     count: int = Field(default=3, ge=1, le=20, description="Counterfactuals asked for per decision.")
     immutable: list[str] = Field(default_factory=list, description="Features a counterfactual must not change.")
     desired: int | str = Field(
@@ -118,15 +124,23 @@ class CounterfactualsResult(BaseModel):
         default=None, description="Regression models only: the scores a counterfactual had to reach, [low, high] "
         "(null for an open end: the favourable side of a cut-off); null for a classifier.")
     asked: int = Field(description="Counterfactuals asked for: 0 when the decision already is the desired class "
-                       "(regression: already in the target range).")
+                       "(regression: already in the target range), or is not adverse and only adverse decisions are "
+                       "searched.")
+    not_asked: Literal["not adverse", "already the desired outcome"] | None = Field(
+        default=None, description="Why no counterfactual was asked for (None: the decision was searched).")
+    recourse: bool | None = Field(
+        default=None, description="An adverse decision that was searched: whether a valid counterfactual (an "
+        "actionable change within the immutable features and permitted ranges) reverses it. None otherwise.")
     returned: int = Field(description="Counterfactuals the search returned.")
     dropped_not_flipping: int = Field(description="Returned but the model does not decide them the other way "
                                       "(regression: the score is outside the target range).")
     dropped_constraint_violations: int = Field(description="Flipped but changed an immutable feature or left a range.")
     counterfactuals: list[Counterfactual]
     valid: int | None = Field(default=None, description="Valid counterfactuals (those listed).")
-    validity: float = Field(description="Valid counterfactuals / asked (1 when none was asked); valid: re-scored, "
-                            "it reaches the desired class (regression: a score in the target range) within the constraints.")
+    validity: float | None = Field(
+        description="Valid counterfactuals / those the search returned (None when it returned none); valid: "
+        "re-scored, it reaches the desired class (regression: a score in the target range) within the constraints. "
+        "Whether any was found at all is 'found' in the summary, and 'recourse' here.")
     proximity: float | None = Field(description="Mean distance of valid counterfactuals (lower is closer).")
     sparsity: float | None = Field(description="Mean number of features changed (lower is simpler).")
     diversity: float | None = Field(description="Mean pairwise distance among valid counterfactuals (higher is more varied).")
@@ -135,14 +149,33 @@ class CounterfactualsResult(BaseModel):
 class CounterfactualsSummary(MethodSummary):
     kind: Literal["counterfactuals"] = "counterfactuals"
     decisions: int
+    scope: Literal["adverse", "all"] = Field(description="Which decisions were searched.")
+    searched: int = Field(description="Decisions searched (asked for counterfactuals).")
     asked: int = Field(description="Counterfactuals asked for, over all decisions.")
     valid: int = Field(description="Valid counterfactuals found, over all decisions.")
-    validity: float = Field(description="Mean share of asked counterfactuals that are valid.")
-    min_validity: float = Field(description="Lowest validity of any decision.")
+    found: float | None = Field(description="Share of searched decisions with at least one valid counterfactual.")
+    validity: float | None = Field(description="Share of the counterfactuals the search returned that are valid (None: "
+                                   "it returned none).")
+    min_validity: float | None = Field(description="Lowest validity of a decision the search returned any for.")
+    adverse: int = Field(description="Adverse decisions searched (0 when the policy names no adverse outcome).")
+    recourse_rate: float | None = Field(description="Share of the adverse decisions searched that have recourse: a "
+                                        "valid counterfactual within the constraints (None: none searched).")
+    no_recourse: list[int | str] = Field(description="Adverse decisions with no recourse found.")
+    searched_space: str = Field(description="What the search could change: the features varied, the immutable "
+                                "ones and the permitted ranges, in words.")
     mean_proximity: float | None = Field(description="Mean proximity of the decisions that have counterfactuals.")
     not_flipping: int = Field(description="Returned by the search but not changing the decision (removed).")
     constraint_violations: int = Field(description="Changing an immutable feature or leaving a range (removed).")
     none_found: list[int | str] = Field(description="Decisions with no valid counterfactual.")
+
+
+class RecourseGroup(BaseModel):
+    group: str
+    adverse: int = Field(description="Adverse decisions of the group that were searched.")
+    recourse: int = Field(description="Of those, decisions with recourse (a valid counterfactual).")
+    recourse_rate: float | None = Field(description="recourse / adverse (None when the group has no adverse decision).")
+    searched: int = Field(description="Decisions of the group that were searched.")
+    found: float | None = Field(description="Share of them with a valid counterfactual.")
 
 
 class Counterfactuals(Explainer):
@@ -173,9 +206,12 @@ class Counterfactuals(Explainer):
     Results = (CounterfactualsResult,)
     Summaries = (CounterfactualsSummary,)
     figures = {
-        "validity": "mean share of asked counterfactuals that are valid",
-        "min_validity": "lowest validity of any decision",
+        "validity": "share of the counterfactuals the search returned that are valid",
+        "min_validity": "lowest validity of a decision the search returned any for",
+        "found": "share of searched decisions with at least one valid counterfactual",
+        "recourse_rate": "share of adverse decisions searched that have recourse (a valid counterfactual)",
     }
+    group_figures = ("recourse_rate", "found")
     partial = "partials/methods/counterfactuals.html.j2"
 
     @classmethod
@@ -192,15 +228,30 @@ class Counterfactuals(Explainer):
             return None, []
         prox = [r.proximity for r in results if r.proximity is not None]
         none = [i for i, r in zip(decision_ids, results) if r.asked and not r.counterfactuals]
-        searched = [r for r in results if r.asked] or results
+        searched = [r for r in results if r.asked]
+        measured = [r.validity for r in searched if r.validity is not None]
+        returned = sum(r.returned for r in searched)
+        adverse = [(i, r) for i, r in zip(decision_ids, results) if r.recourse is not None]
+        stuck = [i for i, r in adverse if not r.recourse]
         summary = CounterfactualsSummary(
-            decisions=len(results), asked=sum(r.asked for r in results),
-            valid=sum(len(r.counterfactuals) for r in results),
-            validity=statistics.fmean(r.validity for r in searched), min_validity=min(r.validity for r in searched),
+            decisions=len(results), scope=parameters.get("for", "all"), searched=len(searched),
+            asked=sum(r.asked for r in results), valid=sum(len(r.counterfactuals) for r in results),
+            found=sum(bool(r.counterfactuals) for r in searched) / len(searched) if searched else None,
+            validity=sum(len(r.counterfactuals) for r in searched) / returned if returned else None,
+            min_validity=min(measured) if measured else None,
+            adverse=len(adverse), recourse_rate=(len(adverse) - len(stuck)) / len(adverse) if adverse else None,
+            no_recourse=stuck, searched_space=parameters.get("searched", ""),
             mean_proximity=float(sum(prox) / len(prox)) if prox else None,
             not_flipping=sum(r.dropped_not_flipping for r in results),
             constraint_violations=sum(r.dropped_constraint_violations for r in results), none_found=none)
         observations = []
+        if stuck:
+            observations.append(Observation(
+                level="warn", code="counterfactuals.no_recourse", method=name, decisions=stuck,
+                message=f"{model_id}: no recourse found for {len(stuck)} of {len(adverse)} adverse decision(s) "
+                        f"({listed(stuck)}): no change the search could make ({summary.searched_space}) reverses "
+                        "them."))
+            none = [i for i in none if i not in stuck]  # said above, as recourse
         if summary.constraint_violations:
             observations.append(Observation(
                 level="warn", code="counterfactuals.constraint_violations", method=name,
@@ -214,6 +265,19 @@ class Counterfactuals(Explainer):
                         "constraints."))
         return summary, observations
 
+    def by_group(self, results, groups) -> list[RecourseGroup]:
+        out = []
+        for g in sorted(set(map(str, groups)), key=str):
+            mine = [r for r, label in zip(results, groups) if str(label) == g]
+            adverse = [r for r in mine if r.recourse is not None]
+            searched = [r for r in mine if r.asked]
+            helped = sum(bool(r.recourse) for r in adverse)
+            out.append(RecourseGroup(
+                group=g, adverse=len(adverse), recourse=helped,
+                recourse_rate=helped / len(adverse) if adverse else None, searched=len(searched),
+                found=sum(bool(r.counterfactuals) for r in searched) / len(searched) if searched else None))
+        return out
+
     @classmethod
     def check(cls, spec: CounterfactualsSpec, model) -> list[tuple[str, str, str]]:
         """Problems with this spec for a dataset's features: (field, message, fix)."""
@@ -225,6 +289,11 @@ class Counterfactuals(Explainer):
                 if name not in names:
                     problems.append((f"{key}[{j}]", f"unknown feature {name!r}", f"use one of: {', '.join(names)}"))
         problems += _target_problems(spec, model)
+        if spec.for_ == "adverse" and getattr(model, "adverse", None) is None:
+            problems.append(("for", f"counterfactuals for adverse decisions need the model's adverse outcome, and the "
+                             f"policy names none for {model.id!r}",
+                             "add principal_reasons: {adverse_class: <label>} (a regression model: a decision "
+                             "cut-off), or write for: all"))
         missing = getattr(model, "missing_features", ())
         if missing and spec.engine == "reference":
             problems.append(("engine", f"dice-ml cannot search data with missing values, and "
@@ -281,17 +350,48 @@ class Counterfactuals(Explainer):
         spans = _spans(background)
         proba = model.outputs(batch.X)
         targets = self.targets(model, proba)
+        adverse = getattr(model, "adverse", None)
+        scope = self.spec.for_ or ("adverse" if adverse is not None else "all")
+        is_adverse = (np.array([_label(model, p) == adverse.label for p in proba], dtype=bool)
+                      if adverse is not None else np.zeros(len(proba), dtype=bool))
+        ask = ~at_target(model, proba, targets) & (is_adverse if scope == "adverse" else True)
+        rows = np.flatnonzero(ask)  # only these are searched: a decision's search depends on its id alone
+        part = Batch(X=batch.X[rows], ids=[batch.ids[k] for k in rows], y=None if batch.y is None else batch.y[rows])
+        if progress and len(rows) < len(batch):
+            progress(len(batch) - len(rows))
         if self.spec.engine == "batched":
             found = BatchedRandomSearch(model, background, vary, self.spec.permitted_range, self.spec.fillable).run(
-                batch, proba, self.spec.count, seed, progress, targets)
+                part, proba[rows], self.spec.count, seed, progress, targets[rows])
         else:
             aim = self.target_range(model) if model.regression else None
-            found = dice_search(self.spec, aim, model, batch, background, vary, seed, progress, targets, proba)
-        results = [self._validate(model, batch.X[k], proba[k], rows, spans, targets[k]) for k, rows in enumerate(found)]
-        return results, {"features_to_vary": vary, "engine": self.spec.engine}
+            found = dice_search(self.spec, aim, model, part, background, vary, seed, progress, targets[rows],
+                                proba[rows])
+        candidates = [np.empty((0, len(names)))] * len(batch)
+        for k, rows_found in zip(rows, found):
+            candidates[k] = rows_found
+        results = []
+        for k, X_cf in enumerate(candidates):
+            r = self._validate(model, batch.X[k], proba[k], X_cf, spans, targets[k], searched=bool(ask[k]))
+            if not ask[k] and r.not_asked is None:
+                r.not_asked = "not adverse"
+            if ask[k] and is_adverse[k]:
+                r.recourse = bool(r.counterfactuals)
+            results.append(r)
+        return results, {"features_to_vary": vary, "engine": self.spec.engine, "for": scope,
+                         "searched": self._space_text(model, vary)}
+
+    def _space_text(self, model, vary: list[str]) -> str:
+        """What the search could change, for the report: features varied, held fixed, and their ranges."""
+        labels = dict(zip(model.space.names, model.space.labels))
+        ranges = [f"{labels[n]} within {', '.join(map(str, v)) if isinstance(v[0], str) or len(v) != 2 else f'{v[0]}–{v[1]}'}"
+                  for n, v in self.spec.permitted_range.items()]
+        text = f"{self.spec.method} search over {len(vary)} feature(s)"
+        if self.spec.immutable:
+            text += f", holding {', '.join(labels[n] for n in self.spec.immutable)} fixed"
+        return text + (f"; {'; '.join(ranges)}" if ranges else "") + f"; {self.spec.count} asked per decision"
 
     def _validate(self, model, x: np.ndarray, p: np.ndarray, X_cf: np.ndarray, spans,
-                  target=None) -> CounterfactualsResult:
+                  target=None, searched: bool = True) -> CounterfactualsResult:
         """Re-score the candidates ``X_cf`` (feature-space rows) and keep those that reach the target (a class, any
         but the decision's for ``-1 - c``, or a regression model's score range) and obey the constraints."""
         space = model.space
@@ -323,17 +423,18 @@ class Counterfactuals(Explainer):
                 distance=_distance(space, x, row, spans),
             ))
         rows = [r for r, _ in valid]
-        asked = 0 if done else self.spec.count
+        asked = 0 if done or not searched else self.spec.count
         return CounterfactualsResult(
             original_label=_label(model, p),
             target_range=[None if np.isinf(v) else float(v) for v in target] if model.regression else None,
             asked=asked,
+            not_asked="already the desired outcome" if done else None,
             returned=len(X_cf),
             dropped_not_flipping=not_flipping,
             dropped_constraint_violations=violations,
             counterfactuals=cfs,
             valid=len(cfs),
-            validity=len(cfs) / asked if asked else 1.0,
+            validity=len(cfs) / len(X_cf) if len(X_cf) else None,
             proximity=float(np.mean([c.distance for c in cfs])) if cfs else None,
             sparsity=float(np.mean([len(c.changes) for c in cfs])) if cfs else None,
             diversity=float(np.mean([_distance(space, a, b, spans) for a, b in combinations(rows, 2)]))

@@ -19,6 +19,7 @@ from .errors import AuditorError, DataError, ModelError, PolicyError, Problem
 from .evidence import DatasetInfo, Evidence, FeatureInfo, ModelInfo, SampleInfo, SkippedMethod, evidence_types
 from .executors import Executor, LocalExecutor
 from .explainers import EXPLAINERS, Adverse, Batch, Observation
+from .fairness import assess_fairness
 from .findings import evaluate
 from .formats import caught
 from .modalities import Modality, modality_of
@@ -100,6 +101,7 @@ def _prepare(policy: Policy) -> list[Prepared]:
         except ModelError as exc:
             problem("models", pair.model, exc)
             continue
+        model.adverse = adverse_outcome(model, policy)
         for i, spec in enumerate(policy.explanations):
             cls = EXPLAINERS[spec.type]
             if spec.models is not None and pair.model in spec.models and cls.not_applicable(model):
@@ -166,9 +168,11 @@ def _audit_subject(plan: RunPlan, prep: Prepared, progress: ProgressFactory | No
     model, data, modality = prep.model, prep.dataset, prep.modality
     proba = model.outputs(modality.inputs(data))  # class probabilities, or a regression model's score
     if model.regression:
-        performance = measure_regression(proba[:, 0], data.y, model.spec.decision)
+        performance = measure_regression(proba[:, 0], data.y, model.spec.decision, spec=plan.policy.performance,
+                                         seed=plan.seed)
     else:
-        performance = measure_performance(proba, data.y, model.classes, model.class_names, model.positive_index)
+        performance = measure_performance(proba, data.y, model.classes, model.class_names, model.positive_index,
+                                          spec=plan.policy.performance, seed=plan.seed)
     sample = draw_sample(plan.strategy, plan.sample_size, plan.seed, y_true=data.y, proba=proba,
                          classes=model.classes, ids=data.ids, regression=model.regression,
                          decision=getattr(model.spec, "decision", None))
@@ -183,6 +187,8 @@ def _audit_subject(plan: RunPlan, prep: Prepared, progress: ProgressFactory | No
         results = local[m.name] if m.scope == "local" else global_results[m.name]
         m.summary, raised = explainers[m.name].summarize(m.name, model.id, results, ids, m.parameters)
         observations.extend(raised)
+        if m.scope == "local":
+            m.groups = _method_groups(plan.policy, explainers[m.name], m.name, results, data, modality, rows)
     reasons = None
     if plan.policy.principal_reasons is not None:
         reasons, raised = summarize_reasons(model.id, decisions, reason_methods,
@@ -198,6 +204,14 @@ def _audit_subject(plan: RunPlan, prep: Prepared, progress: ProgressFactory | No
                                     plan.policy.data_checks)
         observations.extend(score_observations(model.id, data.spec.id, prep.background.spec.id, stability,
                                                plan.policy.data_checks))
+    fairness = None
+    if modality.checks_data and plan.policy.protected:
+        pr = plan.policy.principal_reasons
+        fairness, raised = assess_fairness(
+            model, data, prep.background, proba, plan.policy.protected, plan.policy.fairness, groups=modality.groups,
+            adverse_class=None if pr is None or pr.adverse_class is None else python_label(pr.adverse_class),
+            used=used if used is not None else used_features(model, data.X, plan.seed))
+        observations.extend(raised)
     sample_info = SampleInfo(strategy=sample.strategy, seed=plan.seed, requested=sample.requested,
                              available=sample.available, size=len(rows), note=sample.note)
     return evidence_types().Subject(
@@ -209,11 +223,12 @@ def _audit_subject(plan: RunPlan, prep: Prepared, progress: ProgressFactory | No
         methods=methods,
         skipped=skipped,
         global_explanations=global_results,
-        subgroups=_subgroups(plan.policy, model, data, modality, proba),
+        subgroups=_subgroups(plan.policy, model, data, modality, proba, plan.seed),
         used_features=used,
         agreement=agreement,
         reasons=reasons,
         score_stability=stability,
+        fairness=fairness,
         observations=observations,
         decisions=decisions,
     )
@@ -288,7 +303,8 @@ def _decisions(plan: RunPlan, prep: Prepared, rows, proba, local: dict, families
                                      names=names, labels=labels, texts=reasons_spec.texts,
                                      max_reasons=reasons_spec.max_reasons, min_overlap=reasons_spec.min_overlap,
                                      missing=frozenset(n for n, v in zip(names, data.X[r]) if v != v),  # NaN: missing
-                                     missing_texts=reasons_spec.missing_texts)
+                                     missing_texts=reasons_spec.missing_texts,
+                                     protected={p.feature: p.basis for p in policy.protected})
         fields = {"values": {}} | modality.decision_input(data, int(r))
         decisions.append(record(
             id=data.ids[r],
@@ -301,6 +317,19 @@ def _decisions(plan: RunPlan, prep: Prepared, rows, proba, local: dict, families
             principal_reasons=reasons,
         ))
     return decisions, used, reason_methods
+
+
+def adverse_outcome(model, policy: Policy) -> Adverse | None:
+    """The adverse outcome the policy names for ``model``: a regression model's decision cut-off, or a
+    classifier's principal_reasons.adverse_class when it is one of its classes; else None."""
+    if model.regression:
+        decision = getattr(model.spec, "decision", None)
+        return None if decision is None else Adverse(decision.adverse, decision.adverse_if.side == "above")
+    reasons = policy.principal_reasons
+    if reasons is None or reasons.adverse_class is None:
+        return None
+    label = python_label(reasons.adverse_class)
+    return Adverse(label) if label in model.classes else None
 
 
 def _adverse(model, reasons_spec) -> Adverse | None:
@@ -345,17 +374,35 @@ def _sample_observations(model_id: str, decisions: list, note: str | None, skipp
     return out
 
 
-def _subgroups(policy: Policy, model, data, modality: Modality, proba) -> dict | None:
-    """Group statistics for every feature a threshold compares groups by."""
+def _subgroups(policy: Policy, model, data, modality: Modality, proba, seed: int) -> dict | None:
+    """Group statistics, with their intervals (seeded with ``seed``), for every feature a threshold compares
+    groups by."""
     out = {}
     for t in policy.thresholds:
-        if not t.by or t.by in out or not t.metric.startswith(("performance.", "fairness.")):
+        if not t.by or t.by in out or not (t.metric.startswith("performance.")
+                                           or t.metric == "fairness.positive_rate_gap"):
             continue
         groups = modality.groups(data, t.by, t.bins)
         if groups is not None and model.regression:
-            out[t.by] = measure_regression_groups(proba[:, 0], data.y, groups, model.spec.decision)
+            out[t.by] = measure_regression_groups(proba[:, 0], data.y, groups, model.spec.decision,
+                                                  spec=policy.performance, seed=seed)
         elif groups is not None:
-            out[t.by] = measure_groups(proba, data.y, model.classes, model.positive_index, groups)
+            out[t.by] = measure_groups(proba, data.y, model.classes, model.positive_index, groups,
+                                       spec=policy.performance, seed=seed)
+    return out or None
+
+
+def _method_groups(policy: Policy, explainer, name: str, results: list, data, modality: Modality, rows) -> dict | None:
+    """A family's group figures for every feature a threshold on them names in ``by``, over the sampled
+    decisions (``rows`` of ``data``)."""
+    out = {}
+    for t in policy.thresholds:
+        head, _, figure = t.metric.partition(".")
+        if head != name or not t.by or t.by in out or figure not in type(explainer).group_figures:
+            continue
+        groups = modality.groups(data, t.by, t.bins)
+        if groups is not None:
+            out[t.by] = [g.model_dump(mode="json") for g in explainer.by_group(results, groups[rows])]
     return out or None
 
 

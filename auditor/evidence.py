@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field, create_model
 from .agreement import Agreement, AgreementSummary
 from .data_checks import DataCheck, Stability
 from .explainers import Observation, registry_key
+from .fairness import Fairness
 from .findings import Finding
 from .performance import GroupStats, Performance, RegressionGroupStats, RegressionPerformance
 from .reasons import PrincipalReasons, ReasonsSummary
@@ -45,8 +46,8 @@ __all__ = [
     "read_evidence",
 ]
 
-EVIDENCE_VERSION = "1.3"
-READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
+EVIDENCE_VERSION = "1.4"
+READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4")
 Label = Union[int, str]
 
 
@@ -107,6 +108,10 @@ class MethodRecord(BaseModel):
     spec: dict[str, Any] = Field(description="The policy entry, with defaults filled in.")
     parameters: dict[str, Any] = Field(description="Values derived while running (kernel width, baseline).")
     summary: Any = Field(default=None, description="The family's summary over this subject's decisions.")
+    groups: dict[str, list[dict[str, Any]]] | None = Field(
+        default=None, exclude_if=lambda v: v is None,
+        description="Per feature a threshold names in 'by': the family's group figures for each group of the "
+        "sampled decisions (e.g. the recourse rate per group).")
 
 
 class SkippedMethod(BaseModel):
@@ -164,13 +169,17 @@ class Subject(BaseModel):
     reasons: ReasonsSummary | None = Field(default=None, description="Principal reasons over the decisions.")
     score_stability: Stability | None = Field(
         default=None, description="PSI of the model's score on the audited against the background data.")
+    fairness: Fairness | None = Field(
+        default=None, exclude_if=lambda v: v is None,
+        description="Tabular data with protected features (the policy's protected): decision and error rates per "
+        "group, adverse impact ratios, calibration per group and possible proxies. Absent without protected features.")
     observations: list[Observation] = Field(
         default_factory=list, description="Points for the reviewer, each with what raised it.")
     decisions: list[Decision]
 
 
 class Evidence(BaseModel):
-    evidence_version: Literal["1.0", "1.1", "1.2", "1.3"] = EVIDENCE_VERSION
+    evidence_version: Literal["1.0", "1.1", "1.2", "1.3", "1.4"] = EVIDENCE_VERSION
     auditor_version: str
     policy_sha256: str
     audit: dict[str, Any]

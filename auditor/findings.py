@@ -8,6 +8,10 @@ Metrics:
   other task is not measured by it (no finding for it);
 - ``fairness.positive_rate_gap`` ``by`` a feature: the largest difference between two groups' shares
   of decisions predicted as the positive class;
+- ``fairness.<adverse_impact_ratio|tpr_gap|fpr_gap>``, ``by`` a protected feature or, without ``by``, the worst
+  of them (the lowest ratio, the largest gap; see :mod:`auditor.fairness`), and
+  ``principal_reasons.protected_share``: the share of sampled adverse decisions whose top reasons held a
+  protected characteristic (withheld from their notices; see :mod:`auditor.reasons`);
 - ``agreement.rate``: share of decisions whose attribution methods agree;
 - ``data.<missing_rate|duplicate_share|overlap_share>``, one finding per audited dataset (``data.missing_rate``
   ``by`` a feature, else the feature with the most missing values), and ``stability.psi`` ``by`` a feature,
@@ -15,7 +19,10 @@ Metrics:
 - ``<explanation name>.<figure>``: a quality figure of an explanation: a field of its family's summary,
   offered in the family's ``figures`` (see :data:`auditor.explainers.EXPLAINERS`).
 
-Every value a finding reports is a field of the evidence, and the finding names its path.
+Every value a finding reports is a field of the evidence, and the finding names its path. A performance
+figure's finding also records the figure's confidence interval (its ``<figure>_ci`` in the evidence) and what
+was compared with the threshold (``compare``: the value, or the interval's lower or upper bound), and its message
+says when a group has too few rows to conclude from (the policy's ``performance.min_group_rows``).
 """
 
 from __future__ import annotations
@@ -25,9 +32,11 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from .explainers import EXPLAINERS
+from .fairness import FIGURES as FAIRNESS_FIGURES
+from .intervals import Interval
 from .paths import path as evidence_path
 
-__all__ = ["PERFORMANCE", "Finding", "evaluate", "known_metric", "metric_names"]
+__all__ = ["PERFORMANCE", "PROTECTED_METRICS", "Finding", "evaluate", "known_metric", "metric_names"]
 
 
 class Finding(BaseModel):
@@ -41,6 +50,11 @@ class Finding(BaseModel):
     comparator: Literal[">=", "<="] | None = None
     evidence: str = Field(description="Where the value comes from in evidence.json.")
     message: str
+    interval: Interval | None = Field(default=None, description="Performance figures: the value's confidence "
+                                      "interval (the evidence's <figure>_ci beside the value).")
+    compare: Literal["point", "lower", "upper"] = Field(
+        default="point", description="What was compared with the threshold: the value (point), or the lower or "
+        "upper bound of its interval.")
 
     @property
     def label(self) -> str:
@@ -52,11 +66,14 @@ CLASSIFICATION_ONLY = ("accuracy", "balanced_accuracy", "roc_auc", "brier_score"
 REGRESSION_ONLY = ("rmse", "mae", "r2")
 PERFORMANCE = CLASSIFICATION_ONLY + REGRESSION_ONLY
 DATA = ("missing_rate", "duplicate_share", "overlap_share")
+PROTECTED_METRICS = tuple(f"fairness.{f}" for f in FAIRNESS_FIGURES) + ("principal_reasons.protected_share",)
+"""Metrics of the policy's protected features (``by`` one of them, never with ``bins``)."""
 
 
 def metric_names(explanation_types: dict[str, str]) -> list[str]:
     """Every metric a threshold may name for a policy whose explanations are {name: type}."""
-    return ([f"performance.{p}" for p in PERFORMANCE] + ["fairness.positive_rate_gap", "agreement.rate"]
+    return ([f"performance.{p}" for p in PERFORMANCE] + ["fairness.positive_rate_gap", *PROTECTED_METRICS,
+                                                          "agreement.rate"]
             + [f"data.{d}" for d in DATA] + ["stability.psi"]
             + [f"{name}.{figure}" for name, t in explanation_types.items() for figure in EXPLAINERS[t].figures])
 
@@ -67,7 +84,10 @@ def known_metric(metric: str, explanation_types: dict[str, str]) -> str | None:
     if head == "performance":
         return None if figure in PERFORMANCE else f"use one of: {', '.join('performance.' + p for p in PERFORMANCE)}"
     if head == "fairness":
-        return None if figure == "positive_rate_gap" else "use fairness.positive_rate_gap"
+        names = ["positive_rate_gap", *FAIRNESS_FIGURES]
+        return None if figure in names else f"use one of: {', '.join('fairness.' + f for f in names)}"
+    if head == "principal_reasons":
+        return None if figure == "protected_share" else "use principal_reasons.protected_share"
     if head == "agreement":
         return None if figure == "rate" else "use agreement.rate"
     if head == "data":
@@ -129,10 +149,17 @@ def evaluate(policy, evidence) -> list[Finding]:
                 continue
             where = f"subjects[{si}]"
             values: list[tuple[str | None, float | None, str]] = []
+            intervals: dict[str, Interval | None] = {}  # performance figures: by the value's path
+            small: dict[str, int] = {}  # groups with too few rows to conclude: their rows, by the value's path
             if head == "performance" and figure not in _task_figures(s):
                 continue  # a regression figure of a classifier, or the other way round: not this model's measure
             if head == "performance" and not t.by:
                 values.append((None, getattr(s.performance, figure), f"{where}.performance.{figure}"))
+                intervals[values[-1][2]] = getattr(s.performance, f"{figure}_ci", None)
+            elif t.metric in PROTECTED_METRICS:
+                finding = _protected_finding(t, s, where, figure)
+                findings.extend([finding] if finding is not None else [])
+                continue
             elif head in ("performance", "fairness"):
                 groups = (s.subgroups or {}).get(t.by)
                 at = evidence_path(where, "subgroups", t.by)
@@ -145,6 +172,9 @@ def evaluate(policy, evidence) -> list[Finding]:
                 else:
                     for gi, g in enumerate(groups):
                         values.append((f"{t.by} = {g.group}", getattr(g, figure), evidence_path(at, gi, figure)))
+                        intervals[values[-1][2]] = getattr(g, f"{figure}_ci", None)
+                        if getattr(g, "too_few_rows", False):
+                            small[values[-1][2]] = g.rows
             elif head == "stability":  # by: score
                 values.append((None, s.score_stability.psi if s.score_stability else None,
                                f"{where}.score_stability.psi"))
@@ -157,9 +187,36 @@ def evaluate(policy, evidence) -> list[Finding]:
                 if index is None:  # the explanation did not run for this model (not applicable): nothing to check
                     continue
                 summary = s.methods[index].summary
-                values.append((None, getattr(summary, figure, None), f"{where}.methods[{index}].summary.{figure}"))
-            findings.extend(_finding(t, s.model.id, group, value, path, model=s.model.id) for group, value, path in values)
+                if t.by:  # a family's figure per group of the sampled decisions
+                    at = evidence_path(f"{where}.methods[{index}]", "groups", t.by)
+                    rows = (s.methods[index].groups or {}).get(t.by)
+                    if rows is None:
+                        values.append((None, None, at))
+                    for gi, g in enumerate(rows or []):
+                        values.append((f"{t.by} = {g['group']}", g.get(figure), evidence_path(at, gi, figure)))
+                else:
+                    values.append((None, getattr(summary, figure, None), f"{where}.methods[{index}].summary.{figure}"))
+            findings.extend(_finding(t, s.model.id, group, value, path, model=s.model.id, interval=intervals.get(path),
+                                     small=None if path not in small else (small[path], policy.performance.min_group_rows))
+                            for group, value, path in values)
     return findings
+
+
+def _protected_finding(t, s, where: str, figure: str) -> Finding | None:
+    """``fairness.<figure>`` by a protected feature (or the worst of them), or ``principal_reasons.protected_share``;
+    None when the subject has no such figure (no tabular data, no sampled adverse decision)."""
+    if t.metric.startswith("principal_reasons."):
+        if s.reasons is None:
+            return None
+        return _finding(t, s.model.id, None, s.reasons.protected_share, f"{where}.reasons.protected_share",
+                        model=s.model.id)
+    fairness = getattr(s, "fairness", None)
+    if fairness is None:
+        return None
+    index, value = fairness.figure(figure, t.by)
+    at = f"{where}.fairness" if index is None else f"{where}.fairness.features[{index}].{FAIRNESS_FIGURES[figure][0]}"
+    worst = fairness.features[index].feature if index is not None and t.by is None else None
+    return _finding(t, s.model.id, None, value, at, model=s.model.id, worst=worst)
 
 
 def _task_figures(subject) -> tuple[str, ...]:
@@ -167,18 +224,32 @@ def _task_figures(subject) -> tuple[str, ...]:
 
 
 def _finding(t, subject: str, group: str | None, value: float | None, path: str, *, model: str | None,
-             worst: str | None = None) -> Finding:
+             worst: str | None = None, interval: Interval | None = None,
+             small: tuple[int, int] | None = None) -> Finding:
     """One finding of threshold ``t`` about ``subject`` (a model, or a dataset for data metrics, which concern no
     ``model``); ``worst``: the feature a data metric without ``by`` was measured on (named in the message, not the
-    id, which stays stable)."""
-    status, bound, comparator = _status(value, t)
+    id, which stays stable); ``interval``: the value's confidence interval, whose bound ``t.compare`` may test;
+    ``small``: (rows, minimum) of a group with too few rows to conclude from."""
+    on = getattr(t, "compare", "point")
+    tested = value if on == "point" or value is None else (None if interval is None else getattr(interval, on))
+    status, bound, comparator = _status(tested, t)
     name = t.name + (f" [{group}]" if group else "")
     about = f"{subject}: {t.metric}{' (' + group + ')' if group else ''}{' (worst: ' + worst + ')' if worst else ''}"
+    measured = f"{about} = {_fmt(value)}"
+    if interval is not None:
+        measured += (f", {100 * interval.level:g}% CI {_fmt(interval.lower)} to {_fmt(interval.upper)}"
+                     + (f", its {on} bound tested" if on != "point" else ""))
+    caveat = f"; too few rows to conclude ({small[0]} < {small[1]})" if small else ""
+    if value is None:
+        message = f"{about} could not be measured (see {path}): fail"
+    elif tested is None:
+        message = f"{measured}: no confidence interval to test its {on} bound (see {path}_ci): fail"
+    else:
+        message = f"{measured} ({_requirement(t)}): {status}{caveat}"
     return Finding(
         id=name, metric=t.metric, model=model, subgroup=group, status=status,
         value=None if value is None else float(value), threshold=bound, comparator=comparator, evidence=path,
-        message=(f"{about} = {_fmt(value)} ({_requirement(t)}): {status}") if value is not None else
-                f"{about} could not be measured (see {path}): fail")
+        message=message, interval=interval, compare=on)
 
 
 def _feature_value(feature, field: str):

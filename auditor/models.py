@@ -72,6 +72,10 @@ def plain_torchscript():
 class ClassifierView:
     """What every model adapter (tabular, image, text) says about its classes; needs ``spec`` and ``classes``."""
 
+    adverse = None
+    """The model's adverse outcome (an :class:`~auditor.explainers.base.Adverse`), set by the audit from the policy:
+    principal_reasons.adverse_class, or a regression model's decision cut-off; None when the policy names none."""
+
     ships_to_workers = True
     """Whether the model survives pickling to a Dask worker intact (see auditor.executors)."""
 

@@ -18,6 +18,8 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       model_validator)
 
 from .data_checks import DataChecksSpec
+from .fairness import FairnessSpec, ProtectedSpec
+from .performance import PerformanceSpec
 from .errors import PolicyError, Problem
 from .policy_checks import field_path as _field_path
 from .policy_checks import not_a_file as _not_a_file
@@ -253,6 +255,8 @@ class ThresholdSpec(_Strict):
     id: str | None = Field(default=None, description="Name of the finding; default: the metric (and subgroup).")
     metric: str = Field(
         description="performance.<accuracy|balanced_accuracy|roc_auc|brier_score> (regression: <rmse|mae|r2>), fairness.positive_rate_gap, "
+        "fairness.<adverse_impact_ratio|tpr_gap|fpr_gap> (by a protected feature, else the worst), "
+        "principal_reasons.protected_share, "
         "agreement.rate, data.<missing_rate|duplicate_share|overlap_share>, stability.psi, or "
         "<explanation name>.<figure>, a quality figure of the explanation's type."
     )
@@ -261,17 +265,25 @@ class ThresholdSpec(_Strict):
     warn_min: float | None = Field(default=None, description="Warn below this (and at or above min).")
     warn_max: float | None = Field(default=None, description="Warn above this (and at or below max).")
     models: list[str] | None = Field(default=None, description="Models it applies to; default: every audited model.")
-    by: str | None = Field(default=None, description="performance.* and fairness.*: a feature whose groups are "
-                           "checked one by one (categorical, or numeric with bins); data.missing_rate and "
+    by: str | None = Field(default=None, description="performance.* and fairness.positive_rate_gap: a feature whose "
+                           "groups are checked one by one (categorical, or numeric with bins); the other fairness.*: "
+                           "a protected feature (grouped as under protected), else the worst; data.missing_rate and "
                            "stability.psi: the feature (or, for stability.psi, score) measured, else the worst.")
     bins: list[float] | None = Field(default=None, description="Numeric 'by' feature: bin edges, e.g. [18, 25, 40, 60, 100].")
+    compare: Literal["point", "lower", "upper"] = Field(
+        default="point", description="performance.* only: what is compared with min/max: the figure itself (point) "
+        "or a bound of its confidence interval, e.g. lower: the interval's lower bound must reach min. (Not 'on:', "
+        "which YAML 1.1 reads as true.)")
 
     @model_validator(mode="after")
     def _bounds(self):
         if self.min is None and self.max is None:
             raise ValueError("give 'min' or 'max' (or both)")
-        if self.metric.startswith("fairness.") and not self.by:
-            raise ValueError("fairness metrics compare groups: give 'by' (a feature)")
+        if self.metric == "fairness.positive_rate_gap" and not self.by:
+            raise ValueError("fairness.positive_rate_gap compares groups: give 'by' (a feature)")
+        if self.compare != "point" and not self.metric.startswith("performance."):
+            raise ValueError(f"'compare: {self.compare}' tests a bound of a confidence interval, which performance.* "
+                             "figures have: use it with a performance metric, or remove 'compare'")
         return self
 
     @property
@@ -357,6 +369,14 @@ class Policy(_Strict):
     thresholds: list[ThresholdSpec] = Field(default_factory=list, description="Findings a run must pass.")
     data_checks: DataChecksSpec = Field(default_factory=DataChecksSpec,
                                         description="Where the data checks raise observations (the usual bands).")
+    protected: list[ProtectedSpec] = Field(
+        default_factory=list, description="Features that are protected characteristics (prohibited bases): their "
+        "groups' decision rates and error rates are compared, features associated with them are listed as possible "
+        "proxies, and principal reasons never name them.")
+    fairness: FairnessSpec = Field(default_factory=FairnessSpec,
+                                   description="Where the fairness checks of the protected features raise observations.")
+    performance: PerformanceSpec = Field(default_factory=PerformanceSpec, description="Confidence intervals of the "
+                                         "performance figures, the operating threshold, the smallest group.")
     signing: SigningSpec | None = None
     report: ReportSpec = Field(default_factory=ReportSpec)
 
@@ -398,7 +418,8 @@ def _derived(key: tuple) -> type[Policy]:
     figures = ", ".join(f"<name>.{f}" + f" ({t})" for t, cls in key for f in cls.figures)
     threshold = create_model("ThresholdSpec", __base__=ThresholdSpec, metric=(str, Field(description=(
         "performance.<accuracy|balanced_accuracy|roc_auc|brier_score> (regression: <rmse|mae|r2>), fairness.positive_rate_gap, agreement.rate, "
-        "data.<missing_rate|duplicate_share|overlap_share>, stability.psi (by a feature or score; default: the "
+        "fairness.<adverse_impact_ratio|tpr_gap|fpr_gap> (by a protected feature; default: the worst), "
+        "principal_reasons.protected_share, data.<missing_rate|duplicate_share|overlap_share>, stability.psi (by a feature or score; default: the "
         f"worst feature), or a quality figure of an explanation, by its name in the policy and its type: {figures}."))))
     return create_model("Policy", __base__=Policy,
                         explanations=(list[union], Field(min_length=1, description="The explanations to compute.")),

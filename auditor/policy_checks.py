@@ -138,21 +138,43 @@ def reference_problems(policy: "Policy", file: str, lines: dict) -> list[Problem
         ):
             add(("explanations", i, "type"), f"{spec.type} needs a PyTorch model and none is audited",
                 "audit a PyTorch model (torch_export or torchscript), or remove this explanation")
-    from .findings import known_metric
+    from .findings import PROTECTED_METRICS, known_metric
 
     types = {spec.name: spec.type for spec in policy.explanations}
+    protected = [p.feature for p in policy.protected]
     for i, t in enumerate(policy.thresholds):
         why = known_metric(t.metric, types)
         if why:
             add(("thresholds", i, "metric"), f"unknown metric {t.metric!r}", why)
+        if t.compare != "point" and policy.performance.bootstrap == 0 and t.metric != "performance.accuracy":
+            add(("thresholds", i, "compare"), f"{t.metric} has no interval to test with performance.bootstrap: 0 "
+                "(only accuracy, a proportion, keeps its Wilson interval)",
+                "set performance.bootstrap to 1000 (the default), or remove 'compare'")
         for j, mid in enumerate(t.models or []):
             if mid not in model_ids:
                 add(("thresholds", i, "models", j), f"unknown model id {mid!r}", f"use one of: {', '.join(sorted(model_ids))}")
-        if t.by is not None:
+        if t.metric in PROTECTED_METRICS:  # by: a protected feature, grouped as its protected entry says
+            if not protected:
+                add(("thresholds", i, "metric"), f"{t.metric} measures the protected features, and the policy "
+                    "declares none", "list them under protected: [{feature: ..., basis: ...}]")
+            if t.metric.startswith("principal_reasons.") and policy.principal_reasons is None:
+                add(("thresholds", i, "metric"), f"{t.metric} measures principal reasons, and the policy asks for "
+                    "none", "add principal_reasons: {adverse_class: ...}, or remove this threshold")
+            elif t.by is not None and (t.by not in protected or t.metric.startswith("principal_reasons.")):
+                add(("thresholds", i, "by"), f"{t.metric} is not measured by {t.by!r}",
+                    "remove 'by'" if t.metric.startswith("principal_reasons.") else
+                    f"use a protected feature ({', '.join(protected)}), or remove 'by' for the worst of them")
+            if t.bins is not None:
+                add(("thresholds", i, "bins"), f"{t.metric} groups a protected feature by its entry under "
+                    "'protected'", "remove 'bins' here (give them under protected)")
+        elif t.by is not None:
             per_feature = t.metric in ("data.missing_rate", "stability.psi")
-            if not t.metric.startswith(("performance.", "fairness.")) and not per_feature:
-                add(("thresholds", i, "by"), "'by' applies to performance.*, fairness.*, data.missing_rate and "
-                    "stability.psi", "remove 'by'")
+            head, _, figure = t.metric.partition(".")
+            grouped = head in types and figure in EXPLAINERS[types[head]].group_figures
+            if not t.metric.startswith(("performance.", "fairness.")) and not per_feature and not grouped:
+                add(("thresholds", i, "by"), "'by' applies to performance.*, fairness.*, data.missing_rate, "
+                    "stability.psi and group figures of explanations (e.g. counterfactuals.recourse_rate)",
+                    "remove 'by'")
             audited_features = {f.name: f for p in policy.audited if p.dataset in dataset_ids
                                 for f in policy.dataset(p.dataset).features}
             feature = audited_features.get(t.by)
@@ -187,6 +209,49 @@ def reference_problems(policy: "Policy", file: str, lines: dict) -> list[Problem
                 if name not in audited_features:
                     add(("principal_reasons", key, name), f"unknown feature {name!r}",
                         "use a feature name listed under the audited dataset's features")
+    problems.extend(_protected_problems(policy, file, lines, dataset_ids))
+    return problems
+
+
+def _protected_problems(policy: "Policy", file: str, lines: dict, dataset_ids: set) -> list[Problem]:
+    """Each protected feature is listed once, is a feature of every audited tabular dataset, and has bins when
+    it is numeric there (and only then)."""
+    import difflib
+
+    from .modalities import modality_of
+
+    problems: list[Problem] = []
+
+    def add(loc: tuple, message: str, fix: str | None = None) -> None:
+        problems.append(Problem(file, field_path(loc, None), message, fix, line_of(loc, lines)))
+
+    tabular = [policy.dataset(d) for d in dict.fromkeys(p.dataset for p in policy.audited) if d in dataset_ids
+               and modality_of(policy.dataset(d)).checks_data]
+    if policy.protected and not tabular:
+        add(("protected",), "protected features are measured on tabular data, and no tabular dataset is audited",
+            "remove 'protected', or audit a model on a tabular dataset")
+    seen: set[str] = set()
+    for i, p in enumerate(policy.protected):
+        if p.feature in seen:
+            add(("protected", i, "feature"), f"{p.feature!r} is listed twice", "list each protected feature once")
+        seen.add(p.feature)
+        for d in tabular:
+            feature = next((f for f in d.features if f.name == p.feature), None)
+            if feature is None:
+                close = difflib.get_close_matches(p.feature, [f.name for f in d.features], n=1)
+                add(("protected", i, "feature"), f"{p.feature!r} is not a feature of audited dataset {d.id!r}",
+                    f"did you mean {close[0]!r}?" if close else
+                    f"use a feature listed under its features ({', '.join(f.name for f in d.features[:8])}"
+                    f"{', ...' if len(d.features) > 8 else ''})")
+                break
+            if feature.type == "numeric" and not p.bins:
+                add(("protected", i, "bins"), f"{p.feature!r} is numeric: its groups need bin edges",
+                    "add bins: [edge, edge, ...], e.g. [25, 40, 60] for age")
+                break
+            if feature.type == "categorical" and p.bins:
+                add(("protected", i, "bins"), f"{p.feature!r} is categorical: its groups are its categories",
+                    "remove 'bins'")
+                break
     return problems
 
 

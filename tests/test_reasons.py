@@ -298,9 +298,19 @@ def test_credit_sample_audit_end_to_end(tmp_path):
         pytest.skip("credit sample models not built (python sample_audits/credit/build.py)")
     out = tmp_path / "credit"
     result = CliRunner().invoke(cli, ["run", str(CREDIT_POLICY), "--sample", "4", "--out", str(out), "-q"])
-    assert result.exit_code == 0, result.output
     evidence = read_evidence(out / "evidence.json")
+    failed = [f for f in evidence.findings if f.status == "fail"]
+    # The one finding the sample may fail: a protected characteristic ranked among a notice's reasons (withheld).
+    assert result.exit_code == (1 if failed else 0), result.output
+    assert {f.metric for f in failed} <= {"principal_reasons.protected_share"}, [f.message for f in failed]
     policy = load_policy(CREDIT_POLICY)
+    protected = {p.feature for p in policy.protected}
+    assert protected == {"foreign_worker", "personal_status_sex", "age"}
+    for s in evidence.subjects:  # no notice names a protected characteristic
+        for d in s.decisions:
+            if d.principal_reasons is not None:
+                assert not protected & {r.feature for r in d.principal_reasons.reasons}, d.id
+                assert {w.feature for w in d.principal_reasons.withheld} <= protected
     prepared = {p.model.id: p for p in prepare(policy)}
     spec = next(e for e in policy.explanations if e.type == "counterfactuals")
     texts = policy.principal_reasons.texts
@@ -319,7 +329,9 @@ def test_credit_sample_audit_end_to_end(tmp_path):
             cf_result = d.explanations["counterfactuals"]
             assert cf_result.returned == (len(cf_result.counterfactuals) + cf_result.dropped_not_flipping
                                           + cf_result.dropped_constraint_violations)
-            assert cf_result.validity == pytest.approx(len(cf_result.counterfactuals) / spec.count)
+            assert cf_result.validity == (pytest.approx(len(cf_result.counterfactuals) / cf_result.returned)
+                                          if cf_result.returned else None)
+            assert (cf_result.not_asked == "not adverse") == (d.predicted_label != "bad")  # recourse: adverse only
             for cf in cf_result.counterfactuals:
                 n_cfs += 1
                 values = dict(d.values)

@@ -42,6 +42,7 @@ def build_view(evidence: Evidence, *, generated_at: datetime | None = None) -> d
         "subjects": subjects,
         "findings": _findings(evidence),
         "data_checks": _data_checks(evidence),
+        "fairness": any(s.get("fairness") for s in subjects),
         "methods": _appendix(evidence),
         "top_features": report["top_features"],
         "warnings": evidence.warnings,
@@ -117,6 +118,7 @@ def _subject(evidence: Evidence, si: int, report: dict) -> dict[str, Any]:
         "observations": [{"level": o.level, "at": f"{at}.observations[{oi}].message"}
                          for oi, o in enumerate(s.observations)],
         "adverse": [d for d in decisions if d["adverse"]],
+        "fairness": _fairness(evidence, si),
         "register": None,
         "decisions": decisions,
     }
@@ -186,18 +188,33 @@ def _decision(s, at: str, di: int, subject_anchor: str, local: list[dict], names
     }
 
 
+def _fairness(evidence: Evidence, si: int) -> dict[str, Any] | None:
+    """The subject's fairness evidence by path, and the paths of its fairness observations."""
+    s = evidence.subjects[si]
+    if s.fairness is None:
+        return None
+    return {"at": f"subjects[{si}].fairness",
+            "observations": [{"level": o.level, "at": f"subjects[{si}].observations[{oi}].message"}
+                             for oi, o in enumerate(s.observations) if o.code.startswith("fairness.")]}
+
+
 def _findings(evidence: Evidence) -> list[dict[str, Any]]:
     """Findings, failures first, each linked to the report section holding its evidence."""
     order = {"fail": 0, "warn": 1, "pass": 2}
     out = []
     ranked = sorted(enumerate(evidence.findings), key=lambda x: (order[x[1].status], x[1].id, x[1].model or ""))
+    fairness = any(s.fairness is not None for s in evidence.subjects)
     for i, f in ranked:
         head = f.metric.split(".")[0]
-        section = ("performance" if head in ("performance", "fairness") else
+        reasons = "reasons" if evidence.audit["audience"] == "finance" else "cases"  # medical: no reasons chapter
+        section = ("fairness" if head == "fairness" and fairness else
+                   "performance" if head in ("performance", "fairness") else
+                   reasons if head == "principal_reasons" else
                    "models" if head in ("data", "stability") else  # the data chapter holds the data checks
                    "global" if _scope(evidence, head) == "global" else "cases")
         out.append({"at": f"findings[{i}]", "status": f.status, "id": f.id, "model": f.model or "",
-                    "comparator": f.comparator or "", "anchor": section, "evidence": f.evidence})
+                    "comparator": f.comparator or "", "anchor": section, "evidence": f.evidence,
+                    "interval": f.interval is not None})
     return out
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import __version__
 from .agreement import decision_agreement, summarize_agreement
 from .data_checks import check_data, score_observations, score_stability
@@ -27,7 +29,7 @@ from .models import ModelAdapter, file_sha256
 from .performance import measure_groups, measure_performance, measure_regression, measure_regression_groups
 from .plan import RunPlan
 from .policy import AuditedPair, Policy, canonical_json
-from .reasons import derive_reasons, summarize_reasons, used_features
+from .reasons import PrincipalReasons, derive_reasons, summarize_reasons, used_features
 from .numbers import listed
 from .sampling import draw_sample
 from .yaml_lines import line_of, policy_lines
@@ -181,6 +183,7 @@ def _audit_subject(plan: RunPlan, prep: Prepared, progress: ProgressFactory | No
     local, global_results, methods, explainers, skipped = _run_explainers(plan, prep, batch, progress, executor)
     families = {m.name: EXPLAINERS[m.type] for m in methods}
     decisions, used, reason_methods = _decisions(plan, prep, rows, proba, local, families, skipped)
+    _rerun_reasons(plan, prep, rows, decisions, families, explainers, reason_methods, used, executor)
     ids = [d.id for d in decisions]
     observations: list[Observation] = []
     for m in methods:  # each family's summary and observations, in the policy's order
@@ -192,7 +195,8 @@ def _audit_subject(plan: RunPlan, prep: Prepared, progress: ProgressFactory | No
     reasons = None
     if plan.policy.principal_reasons is not None:
         reasons, raised = summarize_reasons(model.id, decisions, reason_methods,
-                                            min_overlap=plan.policy.principal_reasons.min_overlap)
+                                            min_overlap=plan.policy.principal_reasons.min_overlap,
+                                            repeats=plan.policy.principal_reasons.stability_repeats)
         observations.extend(raised)
     agreement, raised = summarize_agreement(model.id, decisions, min_shared=plan.policy.agreement.min_shared)
     observations.extend(raised)
@@ -299,12 +303,7 @@ def _decisions(plan: RunPlan, prep: Prepared, rows, proba, local: dict, families
         predicted = outcome["predicted_label"]
         reasons = None
         if used is not None and reason_methods and adverse is not None and predicted == adverse.label:
-            reasons = derive_reasons(explanations, families, adverse=adverse, methods=reason_methods, used=used,
-                                     names=names, labels=labels, texts=reasons_spec.texts,
-                                     max_reasons=reasons_spec.max_reasons, min_overlap=reasons_spec.min_overlap,
-                                     missing=frozenset(n for n, v in zip(names, data.X[r]) if v != v),  # NaN: missing
-                                     missing_texts=reasons_spec.missing_texts,
-                                     protected={p.feature: p.basis for p in policy.protected})
+            reasons = _derive(policy, explanations, families, adverse, reason_methods, used, names, labels, data.X[r])
         fields = {"values": {}} | modality.decision_input(data, int(r))
         decisions.append(record(
             id=data.ids[r],
@@ -317,6 +316,44 @@ def _decisions(plan: RunPlan, prep: Prepared, rows, proba, local: dict, families
             principal_reasons=reasons,
         ))
     return decisions, used, reason_methods
+
+
+def _derive(policy: Policy, explanations: dict, families: dict, adverse: Adverse, methods: list[str], used: list[str],
+            names: list[str], labels: dict, x) -> PrincipalReasons:
+    """One adverse decision's principal reasons from its explanations (``x``: its feature-space row)."""
+    spec = policy.principal_reasons
+    return derive_reasons(explanations, families, adverse=adverse, methods=methods, used=used, names=names,
+                          labels=labels, texts=spec.texts, max_reasons=spec.max_reasons, min_overlap=spec.min_overlap,
+                          missing=frozenset(n for n, v in zip(names, x) if v != v),  # NaN: missing
+                          missing_texts=spec.missing_texts, protected={p.feature: p.basis for p in policy.protected})
+
+
+def _rerun_reasons(plan: RunPlan, prep: Prepared, rows, decisions: list, families: dict, explainers: dict,
+                   methods: list[str], used, executor: Executor) -> None:
+    """Re-run the explanations behind the principal reasons on the adverse decisions with other seeds (the audit
+    seed + 1, + 2, ...), derive the reasons again, and record them and whether their set stayed the same: a
+    notice's reasons must not depend on the run."""
+    spec = plan.policy.principal_reasons
+    adverse = [k for k, d in enumerate(decisions) if d.principal_reasons is not None]
+    if spec is None or not spec.stability_repeats or not adverse or not methods:
+        return
+    model, data, modality = prep.model, prep.dataset, prep.modality
+    names = [f["name"] for f in modality.features(data)]
+    labels = {f["name"]: f["display_name"] for f in modality.features(data)}
+    batch = modality.batch(data, np.asarray([rows[k] for k in adverse]))
+    outcome = _adverse(model, spec)
+    again: dict[int, list[list[str]]] = {k: [] for k in adverse}
+    for repeat in range(1, spec.stability_repeats + 1):
+        results = {m: executor.explain(explainers[m], model, batch, background=prep.background.X,
+                                       seed=plan.seed + repeat, progress=None)[0] for m in methods}
+        for j, k in enumerate(adverse):
+            reasons = _derive(plan.policy, {m: results[m][j] for m in methods}, families, outcome, methods, used,
+                              names, labels, data.X[rows[k]])
+            again[k].append([r.feature for r in reasons.reasons])
+    for k in adverse:
+        pr = decisions[k].principal_reasons
+        pr.reruns = again[k]
+        pr.stable = all(set(features) == {r.feature for r in pr.reasons} for features in again[k])
 
 
 def adverse_outcome(model, policy: Policy) -> Adverse | None:

@@ -73,7 +73,7 @@ PROTECTED_METRICS = tuple(f"fairness.{f}" for f in FAIRNESS_FIGURES) + ("princip
 def metric_names(explanation_types: dict[str, str]) -> list[str]:
     """Every metric a threshold may name for a policy whose explanations are {name: type}."""
     return ([f"performance.{p}" for p in PERFORMANCE] + ["fairness.positive_rate_gap", *PROTECTED_METRICS,
-                                                          "agreement.rate"]
+                                                          "principal_reasons.stability", "agreement.rate"]
             + [f"data.{d}" for d in DATA] + ["stability.psi"]
             + [f"{name}.{figure}" for name, t in explanation_types.items() for figure in EXPLAINERS[t].figures])
 
@@ -87,7 +87,8 @@ def known_metric(metric: str, explanation_types: dict[str, str]) -> str | None:
         names = ["positive_rate_gap", *FAIRNESS_FIGURES]
         return None if figure in names else f"use one of: {', '.join('fairness.' + f for f in names)}"
     if head == "principal_reasons":
-        return None if figure == "protected_share" else "use principal_reasons.protected_share"
+        return None if figure in ("protected_share", "stability") else \
+            "use principal_reasons.protected_share or principal_reasons.stability"
     if head == "agreement":
         return None if figure == "rate" else "use agreement.rate"
     if head == "data":
@@ -156,6 +157,10 @@ def evaluate(policy, evidence) -> list[Finding]:
             if head == "performance" and not t.by:
                 values.append((None, getattr(s.performance, figure), f"{where}.performance.{figure}"))
                 intervals[values[-1][2]] = getattr(s.performance, f"{figure}_ci", None)
+            elif t.metric == "principal_reasons.stability":
+                if s.reasons is None:  # no sampled adverse decision: nothing to re-run
+                    continue
+                values.append((None, s.reasons.stability, f"{where}.reasons.stability"))
             elif t.metric in PROTECTED_METRICS:
                 finding = _protected_finding(t, s, where, figure)
                 findings.extend([finding] if finding is not None else [])

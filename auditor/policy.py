@@ -256,7 +256,7 @@ class ThresholdSpec(_Strict):
     metric: str = Field(
         description="performance.<accuracy|balanced_accuracy|roc_auc|brier_score> (regression: <rmse|mae|r2>), fairness.positive_rate_gap, "
         "fairness.<adverse_impact_ratio|tpr_gap|fpr_gap> (by a protected feature, else the worst), "
-        "principal_reasons.protected_share, "
+        "principal_reasons.protected_share, principal_reasons.stability, "
         "agreement.rate, data.<missing_rate|duplicate_share|overlap_share>, stability.psi, or "
         "<explanation name>.<figure>, a quality figure of the explanation's type."
     )
@@ -339,6 +339,10 @@ class PrincipalReasonsSpec(_Strict):
         default_factory=dict,
         description="Reason wording per feature when the decision's value is missing (default: 'No record of: "
         "<display name>'), e.g. months_employed: No employment history on file.")
+    stability_repeats: int = Field(
+        default=1, ge=0, le=10,
+        description="Re-runs, with other seeds, of the explanations the reasons derive from, on the adverse decisions: "
+        "a decision whose set of reasons changes is listed (principal_reasons.stability); 0: no re-run.")
     min_overlap: float = Field(
         default=0.5, ge=0, le=1,
         description="The methods behind the reasons agree when the mean pairwise overlap (Jaccard) of their top "
@@ -419,7 +423,7 @@ def _derived(key: tuple) -> type[Policy]:
     threshold = create_model("ThresholdSpec", __base__=ThresholdSpec, metric=(str, Field(description=(
         "performance.<accuracy|balanced_accuracy|roc_auc|brier_score> (regression: <rmse|mae|r2>), fairness.positive_rate_gap, agreement.rate, "
         "fairness.<adverse_impact_ratio|tpr_gap|fpr_gap> (by a protected feature; default: the worst), "
-        "principal_reasons.protected_share, data.<missing_rate|duplicate_share|overlap_share>, stability.psi (by a feature or score; default: the "
+        "principal_reasons.protected_share, principal_reasons.stability, data.<missing_rate|duplicate_share|overlap_share>, stability.psi (by a feature or score; default: the "
         f"worst feature), or a quality figure of an explanation, by its name in the policy and its type: {figures}."))))
     return create_model("Policy", __base__=Policy,
                         explanations=(list[union], Field(min_length=1, description="The explanations to compute.")),

@@ -153,7 +153,15 @@ def reference_problems(policy: "Policy", file: str, lines: dict) -> list[Problem
         for j, mid in enumerate(t.models or []):
             if mid not in model_ids:
                 add(("thresholds", i, "models", j), f"unknown model id {mid!r}", f"use one of: {', '.join(sorted(model_ids))}")
-        if t.metric in PROTECTED_METRICS:  # by: a protected feature, grouped as its protected entry says
+        if t.metric == "principal_reasons.stability":
+            if policy.principal_reasons is None or not policy.principal_reasons.stability_repeats:
+                add(("thresholds", i, "metric"), f"{t.metric} compares the reasons of re-runs with other seeds, and "
+                    "the policy " + ("asks for no principal reasons" if policy.principal_reasons is None else
+                                     "sets principal_reasons.stability_repeats: 0"),
+                    "add principal_reasons (stability_repeats: 1 or more), or remove this threshold")
+            if t.by is not None:
+                add(("thresholds", i, "by"), f"{t.metric} is not measured by {t.by!r}", "remove 'by'")
+        elif t.metric in PROTECTED_METRICS:  # by: a protected feature, grouped as its protected entry says
             if not protected:
                 add(("thresholds", i, "metric"), f"{t.metric} measures the protected features, and the policy "
                     "declares none", "list them under protected: [{feature: ..., basis: ...}]")

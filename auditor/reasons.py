@@ -68,6 +68,11 @@ class PrincipalReasons(BaseModel):
     by_method: dict[str, list[str]] = Field(description="Each method's own top reasons, best first.")
     overlap: float | None = Field(description="Mean pairwise Jaccard overlap of the methods' top reasons.")
     agree: bool | None = Field(description="Overlap at least the policy's min_overlap (None with one method).")
+    reruns: list[list[str]] | None = Field(
+        default=None, exclude_if=lambda v: v is None,
+        description="The reasons' features in each re-run with another seed (principal_reasons.stability_repeats).")
+    stable: bool | None = Field(default=None, exclude_if=lambda v: v is None,
+                                description="The set of reasons is the same in every re-run (None: not re-run).")
 
 
 class ReasonsSummary(BaseModel):
@@ -79,6 +84,11 @@ class ReasonsSummary(BaseModel):
     protected: list[int | str] = Field(default_factory=list, description="Adverse decisions where a protected "
                                        "characteristic ranked among the top reasons (withheld from the notice).")
     protected_share: float | None = Field(default=None, description="Their share of the adverse decisions.")
+    stability_repeats: int = Field(default=0, description="Re-runs of the explanations behind the reasons with other "
+                                   "seeds (principal_reasons.stability_repeats).")
+    stability: float | None = Field(default=None, description="Share of the adverse decisions whose set of principal "
+                                    "reasons is the same in every re-run (None without re-runs).")
+    unstable: list[int | str] = Field(default_factory=list, description="Adverse decisions whose reasons change.")
 
 
 def used_features(model, X: np.ndarray, seed: int, max_rows: int = 1000) -> list[str]:
@@ -129,7 +139,7 @@ def derive_reasons(explanations: dict, families: dict, *, adverse, methods: list
                             overlap=overlap, agree=None if overlap is None else overlap >= min_overlap)
 
 
-def summarize_reasons(model_id: str, decisions: list, methods: list[str], *, min_overlap: float
+def summarize_reasons(model_id: str, decisions: list, methods: list[str], *, min_overlap: float, repeats: int = 0
                       ) -> tuple[ReasonsSummary | None, list[Observation]]:
     """How many sampled decisions got principal reasons and whether their methods agree."""
     adverse = [d for d in decisions if d.principal_reasons is not None]
@@ -140,7 +150,20 @@ def summarize_reasons(model_id: str, decisions: list, methods: list[str], *, min
     summary = ReasonsSummary(methods=methods, adverse=len(adverse), agree=len(adverse) - len(disagree),
                              min_overlap=min_overlap, disagree=disagree, protected=[d.id for d in affected],
                              protected_share=len(affected) / len(adverse))
+    rerun = [d for d in adverse if d.principal_reasons.stable is not None]
+    if repeats and rerun:
+        summary.stability_repeats = repeats
+        summary.unstable = [d.id for d in rerun if not d.principal_reasons.stable]
+        summary.stability = (len(rerun) - len(summary.unstable)) / len(rerun)
     observations = []
+    if summary.unstable:
+        observations.append(Observation(
+            level="warn", code="reasons.unstable", decisions=summary.unstable,
+            setting="principal_reasons.stability_repeats",
+            message=f"{model_id}: the principal reasons of {len(summary.unstable)} of {len(rerun)} adverse decision(s) "
+                    f"({listed(summary.unstable)}) change when the explanations behind them are re-run with "
+                    f"{'another seed' if repeats == 1 else f'{repeats} other seeds'}: Regulation B's reasons must not "
+                    "depend on the run; review them (more samples for LIME, more background rows for Shapley)."))
     if affected:
         features: dict[str, tuple[str, list]] = {}
         for d in affected:

@@ -430,16 +430,20 @@ def _subgroups(policy: Policy, model, data, modality: Modality, proba, seed: int
 
 
 def _method_groups(policy: Policy, explainer, name: str, results: list, data, modality: Modality, rows) -> dict | None:
-    """A family's group figures for every feature a threshold on them names in ``by``, over the sampled
-    decisions (``rows`` of ``data``)."""
-    out = {}
+    """A family's group figures over the sampled decisions (``rows`` of ``data``), for every protected feature
+    (grouped as its entry says) and every feature a threshold on them names in ``by``."""
+    if not type(explainer).group_figures:
+        return None
+    wanted = [(p.feature, p.bins) for p in policy.protected]
     for t in policy.thresholds:
         head, _, figure = t.metric.partition(".")
-        if head != name or not t.by or t.by in out or figure not in type(explainer).group_figures:
-            continue
-        groups = modality.groups(data, t.by, t.bins)
+        if head == name and t.by and figure in type(explainer).group_figures:
+            wanted.append((t.by, t.bins))
+    out = {}
+    for feature, bins in wanted:
+        groups = None if feature in out else modality.groups(data, feature, bins)
         if groups is not None:
-            out[t.by] = [g.model_dump(mode="json") for g in explainer.by_group(results, groups[rows])]
+            out[feature] = [g.model_dump(mode="json") for g in explainer.by_group(results, groups[rows])]
     return out or None
 
 

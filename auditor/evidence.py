@@ -109,7 +109,7 @@ class MethodRecord(BaseModel):
     parameters: dict[str, Any] = Field(description="Values derived while running (kernel width, baseline).")
     summary: Any = Field(default=None, description="The family's summary over this subject's decisions.")
     groups: dict[str, list[dict[str, Any]]] | None = Field(
-        default=None, exclude_if=lambda v: v is None,
+        default=None,
         description="Per feature a threshold names in 'by': the family's group figures for each group of the "
         "sampled decisions (e.g. the recourse rate per group).")
 

@@ -123,3 +123,19 @@ def test_for_all_searches_every_decision_and_for_adverse_needs_an_adverse_outcom
         prepare(policy(explanations=[{"type": "counterfactuals", "for": "adverse"}], thresholds=[],
                        principal_reasons=None))
     assert "need the model's adverse outcome" in str(info.value)
+
+
+def test_the_fairness_section_shows_recourse_per_protected_group(audited):
+    from auditor.report import render_html
+
+    policy, _, _ = audited
+    loaded = policy(protected=[{"feature": "group", "basis": "a planted group <b>basis</b>"}], thresholds=[])
+    evidence = run_audit(plan_run(loaded), prepare(loaded))
+    s = evidence.subjects[0]
+    groups = {g["group"]: g for g in next(m for m in s.methods if m.name == "counterfactuals").groups["group"]}
+    assert groups["B"]["recourse_rate"] == 0.0 and groups["A"]["recourse"] > 0
+    html = render_html(evidence)
+    assert "Recourse (Counterfactuals (DiCE method), the sampled adverse decisions)" in html
+    line = html.split("Recourse (Counterfactuals")[1].split("</p>")[0]
+    assert ">0<" in line and f">{groups['B']['adverse']}<" in line and ">0.0%<" in line  # B: 0 of n (0.0%)
+    assert "<b>basis</b>" not in html  # the policy's text is escaped

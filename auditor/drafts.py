@@ -272,6 +272,26 @@ _REGRESSION = """
 #     decision: {adverse_if: {below: 600}, adverse: decline, favourable: approve}
 """
 
+_PROTECTED_WORDS = ("sex", "gender", "age", "race", "ethnic", "religio", "marital", "national", "foreign", "citizen",
+                    "disab", "pregnan", "colou", "color")
+
+
+def _protected_hint(tree: dict[str, Any]) -> str:
+    """A commented protected: block naming the columns whose names suggest a protected characteristic."""
+    features = [f for d in tree["datasets"][:1] for f in d.get("features", [])]
+    words = lambda name: [w for w in name.lower().replace("-", "_").replace(" ", "_").split("_") if w]  # noqa: E731
+    likely = [f for f in features if any(w.startswith(p) for w in words(f["name"]) for p in _PROTECTED_WORDS)]
+    lines = ["", "# Protected characteristics (the report then shows a fairness section, and principal reasons never name",
+             "# them): list those that are, with the basis the report should show (e.g. sex (ECOA), national origin)."]
+    if not likely:
+        return "\n".join(lines + ["# protected:", "#   - {feature: <column>, basis: TODO}"]) + "\n"
+    lines.append("# protected:  # TODO: columns whose names suggest one; check and uncomment")
+    for f in likely:
+        bins = "" if f.get("type") == "categorical" else ", bins: [TODO]"
+        lines.append(f"#   - {{feature: {f['name']}, basis: TODO{bins}}}")
+    return "\n".join(lines) + "\n"
+
+
 _THRESHOLDS = """
 # Findings the audit must pass (examples; uncomment and set the bounds your model-risk policy requires):
 # thresholds:
@@ -337,7 +357,8 @@ def policy_text(tree: dict[str, Any]) -> str:
     regression = tree["models"][0].get("task") == "regression"
     thresholds = _THRESHOLDS.replace("performance.roc_auc, min: 0.7, warn_min: 0.75",
                                      "performance.r2, min: 0.3, warn_min: 0.5") if regression else _THRESHOLDS
-    return "".join(parts) + (_REGRESSION if regression else "") + thresholds + _figures(tree["explanations"])
+    return ("".join(parts) + (_REGRESSION if regression else "") + _protected_hint(tree) + thresholds
+            + _figures(tree["explanations"]))
 
 
 def draft_policy(model: Path, data: Path, target: str, *, out: Path, **options) -> Path:

@@ -132,6 +132,8 @@ def test_init_writes_a_policy_that_validates_for_every_sample(tmp_path, model, d
     prepare(auditor.load_policy(tmp_path / "policy.yaml"))  # what `auditor validate` checks, in this process
     tree = yaml.safe_load((tmp_path / "policy.yaml").read_text())
     assert tree["audit"]["intended_use"] == "TODO" and "# thresholds:" in (tmp_path / "policy.yaml").read_text()
+    if model.startswith("credit/"):  # columns whose names suggest a protected characteristic are offered
+        assert "#   - {feature: foreign_worker, basis: TODO}" in (tmp_path / "policy.yaml").read_text()
     if model.startswith("diabetes/"):  # a regressor, and a network's numeric target of many values: score models
         assert tree["models"][0]["task"] == "regression" and "classes" not in tree["models"][0]
         assert "decision: {adverse_if:" in (tmp_path / "policy.yaml").read_text()

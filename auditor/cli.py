@@ -1,7 +1,9 @@
 """The ``auditor`` command line.
 
-Exit codes: 0 success; 2 bad input (policy, data, model, output folder) with a message naming the
-file, the field and the fix, and no traceback; 3 verification failure. Progress goes to stderr.
+Exit codes: 0 success; 1 a finding failed; 2 bad input (policy, data, model, output folder) with a message
+naming the file, the field and the fix, and no traceback; 3 verification failure; 4 an internal error (a bug:
+its traceback goes to stderr), so a scheduler never reads a crash as "a finding failed". Progress goes to
+stderr.
 """
 
 from __future__ import annotations
@@ -28,6 +30,15 @@ class _Group(click.Group):
         except AuditorError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception:  # a bug, not bad input: keep its traceback, and an exit code of its own
+            import traceback
+
+            traceback.print_exc()
+            click.echo("auditor: internal error (a bug in the auditor, not in your input; the traceback above says "
+                       "where). Nothing was written to the output folder. Exit 4.", err=True)
+            ctx.exit(4)
 
 
 def _console():
@@ -82,6 +93,7 @@ def cli() -> None:
       2  bad input: policy, data, model, signing identity or output folder
          (the message names the file, the field and the fix)
       3  verification failure (verify, rerun)
+      4  internal error: a bug (its traceback is printed); nothing is written
     """
 
 

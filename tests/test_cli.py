@@ -129,3 +129,18 @@ def test_schema_commands_print_json_schemas():
 
 def test_missing_policy_file_is_a_user_error(tmp_path):
     assert_user_error(invoke("validate", tmp_path / "nope.yaml"), "nope.yaml", "not found")
+
+
+def test_an_internal_error_exits_4_with_its_traceback_and_writes_nothing(tmp_path, write_policy, monkeypatch):
+    """A bug is not bad input and not a failed finding: a scheduler must be able to tell a crash apart."""
+    import auditor.pipeline
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("planted bug")
+
+    monkeypatch.setattr(auditor.pipeline, "render_html", broken)
+    out = tmp_path / "audit"
+    result = invoke("run", write_policy(tmp_path), "--out", out, "-q")
+    assert result.exit_code == 4, result.output
+    assert "planted bug" in result.output and "internal error" in result.output
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".audit.")]

@@ -86,6 +86,8 @@ class FairnessSpec(BaseModel):
     proxy_cramers_v: float = Field(default=0.3, gt=0, le=1, description="A feature whose association with a "
                                    "protected one (bias-corrected Cramér's V) is at least this is a possible proxy.")
     proxy_bins: int = Field(default=5, ge=2, le=20, description="Numeric features: quantile bins for the proxy check.")
+    min_rate_rows: int = Field(default=10, ge=1, description="A group's true- or false-positive rate taken over fewer "
+                               "rows than this is shown, but left out of the rate gaps (a rate over 2 rows is noise).")
     proxy_data: Literal["audited", "reference"] = Field(default="audited", description="Where proxies are measured: "
                                                         "the audited dataset, or the reference (background) data.")
 
@@ -133,9 +135,11 @@ class ProtectedFairness(BaseModel):
     min_impact_ratio: float | None = Field(description="The lowest group's impact ratio (adverse impact ratio).")
     min_impact_group: str | None
     rate_gap: float | None = Field(description="Highest minus lowest group rate of the outcome.")
-    tpr_gap: float | None = Field(description="Highest minus lowest true-positive rate (groups with n > 0).")
+    tpr_gap: float | None = Field(description="Highest minus lowest true-positive rate (groups whose rate rests on "
+                                  "at least fairness.min_rate_rows rows).")
     tpr_groups: list[str] = Field(description="The groups of the highest and the lowest true-positive rate.")
-    fpr_gap: float | None = Field(description="Highest minus lowest false-positive rate (groups with n > 0).")
+    fpr_gap: float | None = Field(description="Highest minus lowest false-positive rate (groups whose rate rests "
+                                  "on at least fairness.min_rate_rows rows).")
     fpr_groups: list[str] = Field(description="The groups of the highest and the lowest false-positive rate.")
     associations: list[Association] = Field(description="Every other non-protected feature, strongest first.")
     proxies: list[str] = Field(description="Features at or above the proxy bound: possible proxies.")
@@ -269,8 +273,10 @@ def _ordered(labels: np.ndarray, column: np.ndarray) -> list[str]:
     return sorted(keys, key=lambda g: (keys[g], str(g)))
 
 
-def _gap(groups: list[GroupFairness], field: str) -> tuple[float | None, list[str]]:
-    rated = [(getattr(g, field).rate, g.group) for g in groups if getattr(g, field).rate is not None]
+def _gap(groups: list[GroupFairness], field: str, min_rows: int = 1) -> tuple[float | None, list[str]]:
+    """Highest minus lowest rate over the groups whose rate rests on at least ``min_rows`` rows."""
+    rated = [(getattr(g, field).rate, g.group) for g in groups
+             if getattr(g, field).rate is not None and getattr(g, field).n >= min_rows]
     if len(rated) < 2:
         return None, []
     high, low = max(rated, key=lambda x: x[0]), min(rated, key=lambda x: x[0])
@@ -301,8 +307,8 @@ def _feature(p: ProtectedSpec, data, proxy_data, outcome: Outcome | None, protec
     ratios = [(g.impact_ratio, g.group) for g in by_group if g.impact_ratio is not None]
     lowest = min(ratios, key=lambda x: x[0]) if ratios else (None, None)
     rates = [g.decided.rate for g in by_group if g.decided.rate is not None]
-    tpr_gap, tpr_groups = _gap(by_group, "tpr")
-    fpr_gap, fpr_groups = _gap(by_group, "fpr")
+    tpr_gap, tpr_groups = _gap(by_group, "tpr", spec.min_rate_rows)
+    fpr_gap, fpr_groups = _gap(by_group, "fpr", spec.min_rate_rows)
     target = groups(proxy_data, p.feature, p.bins)
     associations = []
     for j, f in enumerate(space.features):

@@ -263,8 +263,9 @@ def test_the_figures_equal_a_hand_count(people):
             for g in f.groups:
                 assert g.impact_ratio == pytest.approx(rates[g.group] / top)
             assert f.min_impact_ratio == pytest.approx(min(rates.values()) / top)
-            tprs = [g.tpr.rate for g in f.groups]
-            fprs = [g.fpr.rate for g in f.groups]
+            least = fairness.settings.min_rate_rows  # rates over fewer rows are shown, not in the gaps
+            tprs = [g.tpr.rate for g in f.groups if g.tpr.n >= least]
+            fprs = [g.fpr.rate for g in f.groups if g.fpr.n >= least]
             assert f.tpr_gap == pytest.approx(max(tprs) - min(tprs))
             assert f.fpr_gap == pytest.approx(max(fprs) - min(fprs))
         by_group = _finding(run.evidence, "fairness.tpr_gap")
@@ -413,3 +414,15 @@ def test_a_hostile_basis_is_escaped(people, tmp_path):
     html = render_html(run_audit(plan_run(policy), prepare(policy)))
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; origin" in html
+
+
+def test_rate_gaps_leave_out_groups_whose_rate_rests_on_a_few_rows():
+    from auditor.fairness import GroupFairness, Proportion, _gap
+
+    def group(name, count, n):
+        rate = Proportion(count=count, n=n, rate=count / n if n else None, low=None, high=None)
+        return GroupFairness.model_construct(group=name, tpr=rate, fpr=rate)
+
+    groups = [group("big", 40, 50), group("other", 30, 50), group("tiny", 0, 2)]
+    assert _gap(groups, "tpr") == (pytest.approx(0.8), ["big", "tiny"])  # every group: the n=2 rate decides
+    assert _gap(groups, "tpr", 10) == (pytest.approx(0.2), ["big", "other"])

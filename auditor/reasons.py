@@ -163,7 +163,7 @@ def summarize_reasons(model_id: str, decisions: list, methods: list[str], *, min
             message=f"{model_id}: the principal reasons of {len(summary.unstable)} of {len(rerun)} adverse decision(s) "
                     f"({listed(summary.unstable)}) change when the explanations behind them are re-run with "
                     f"{'another seed' if repeats == 1 else f'{repeats} other seeds'}: Regulation B's reasons must not "
-                    "depend on the run; review them (more samples for LIME, more background rows for Shapley)."))
+                    "depend on the run; review them (give the methods behind them more samples or background rows)."))
     if affected:
         features: dict[str, tuple[str, list]] = {}
         for d in affected:

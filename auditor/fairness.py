@@ -41,14 +41,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .explainers.base import Observation
+from .intervals import wilson
 from .numbers import listed, num, pct
 
 __all__ = ["FIGURES", "Association", "Fairness", "FairnessSpec", "GroupFairness", "Outcome", "Proportion",
-           "ProtectedFairness", "ProtectedSpec", "assess_fairness", "cramers_v", "decision_outcome", "wilson"]
+           "ProtectedFairness", "ProtectedSpec", "assess_fairness", "cramers_v", "decision_outcome"]
 
 Label = Union[int, str]
-Z95 = 1.959963984540054
-"""The standard normal quantile of 0.975: a 95% interval."""
 
 FIGURES = {"adverse_impact_ratio": ("min_impact_ratio", min), "tpr_gap": ("tpr_gap", max),
            "fpr_gap": ("fpr_gap", max)}
@@ -182,21 +181,10 @@ class Outcome:
     score: np.ndarray | None  # the predicted probability of the outcome (classifiers)
 
 
-def wilson(count: int, n: int, z: float = Z95) -> tuple[float | None, float | None]:
-    """The Wilson score interval of a proportion count / n (Wilson 1927); (None, None) for n = 0."""
-    if n == 0:
-        return None, None
-    p = count / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def _proportion(mask: np.ndarray) -> Proportion:
     count, n = int(mask.sum()), int(mask.size)
-    low, high = wilson(count, n)
-    return Proportion(count=count, n=n, rate=count / n if n else None, low=low, high=high)
+    ci = wilson(count, n)
+    return Proportion(count=count, n=n, rate=count / n if n else None, low=ci and ci.lower, high=ci and ci.upper)
 
 
 def cramers_v(a: np.ndarray, b: np.ndarray) -> tuple[float, float, int]:

@@ -24,7 +24,7 @@ from auditor.audit import prepare, run_audit
 from auditor.errors import PolicyError
 from auditor.explainers import EXPLAINERS
 from auditor.explainers.lime_tabular import LimeResult
-from auditor.fairness import FairnessSpec, ProtectedSpec, cramers_v, decision_outcome, wilson
+from auditor.fairness import FairnessSpec, ProtectedSpec, _proportion, cramers_v, decision_outcome
 from auditor.plan import plan_run
 from auditor.policy import DecisionSpec, load_policy
 from auditor.reasons import derive_reasons
@@ -279,8 +279,10 @@ def test_intervals_are_wilsons():
 
     for count, n in ((8, 10), (0, 7), (13, 13), (232, 287)):
         ci = binomtest(count, n).proportion_ci(confidence_level=0.95, method="wilson")
-        assert wilson(count, n) == pytest.approx((ci.low, ci.high), abs=1e-12)
-    assert wilson(0, 0) == (None, None)
+        rate = _proportion(np.arange(n) < count)  # a group's share, as the fairness section records it
+        assert (rate.low, rate.high) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    empty = _proportion(np.zeros(0, dtype=bool))
+    assert (empty.low, empty.high) == (None, None)
 
 
 # --- proxies ------------------------------------------------------------------------------------------------

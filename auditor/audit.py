@@ -283,7 +283,7 @@ def _decisions(plan: RunPlan, prep: Prepared, rows, proba, local: dict, families
     used = None
     givers = [m for m in local if families[m].gives_reasons()]
     reason_methods = [m for m in (reasons_spec.methods or givers) if m in givers] if reasons_spec else []
-    adverse = _adverse(model, reasons_spec)
+    adverse = model.adverse if reasons_spec is not None else None  # set by prepare(), from the policy
     if reasons_spec is not None and model.regression and adverse is None:
         skipped.append(SkippedMethod(name="principal_reasons", reason=(
             f"{model.id!r} is a regression model without a decision cut-off (models[].decision): it makes no adverse "
@@ -341,7 +341,7 @@ def _rerun_reasons(plan: RunPlan, prep: Prepared, rows, decisions: list, familie
     names = [f["name"] for f in modality.features(data)]
     labels = {f["name"]: f["display_name"] for f in modality.features(data)}
     batch = modality.batch(data, np.asarray([rows[k] for k in adverse]))
-    outcome = _adverse(model, spec)
+    outcome = model.adverse
     again: dict[int, list[list[str]]] = {k: [] for k in adverse}
     for repeat in range(1, spec.stability_repeats + 1):
         results = {m: executor.explain(explainers[m], model, batch, background=prep.background.X,
@@ -369,18 +369,6 @@ def adverse_outcome(model, policy: Policy) -> Adverse | None:
     return Adverse(label) if label in model.classes else None
 
 
-def _adverse(model, reasons_spec) -> Adverse | None:
-    """The adverse outcome principal reasons explain for ``model``: its adverse class, or, for a regression
-    model, the adverse side of its cut-off. None: no reasons (none asked, no such class, no cut-off)."""
-    if reasons_spec is None:
-        return None
-    if model.regression:
-        decision = model.spec.decision
-        return None if decision is None else Adverse(decision.adverse, decision.adverse_if.side == "above")
-    label = python_label(reasons_spec.adverse_class)
-    return Adverse(label) if label in model.classes else None
-
-
 def _outcome(model, output, truth) -> dict:
     """A decision's true and predicted outcome for its record: the classes and their probabilities, or a
     regression model's score and, under a cut-off, its decision."""
@@ -392,8 +380,8 @@ def _outcome(model, output, truth) -> dict:
     if decision is None:
         return {"true_label": float(truth), "predicted_label": None, "prediction": score, "correct": None}
     said, true = decision.adverse_if.adverse([score, float(truth)])
-    return {"true_label": float(truth), "predicted_label": decision.adverse if said else decision.favourable,
-            "prediction": score, "correct": bool(said == true)}
+    return {"true_label": float(truth), "predicted_label": decision.labels([score])[0], "prediction": score,
+            "correct": bool(said == true)}
 
 
 def _sample_observations(model_id: str, decisions: list, note: str | None, skipped: list) -> list[Observation]:

@@ -297,10 +297,10 @@ def _task_problems(policy: "Policy", file: str, lines: dict, model_ids: set, dat
         add(("sample", "strategy"), f"the '{strategy}' sample of regression model {no_cut[0]!r} needs a decision "
             "cut-off (models[].decision), which it does not have",
             "use strategy: random or stratified (by decile of the prediction), or give the model a decision cut-off")
+    audited = {p.model for p in policy.audited}
     for i, t in enumerate(policy.thresholds):
         head, _, figure = t.metric.partition(".")
-        applies = [policy.model(m) for m in (t.models or model_ids) if m in model_ids
-                   and m in {p.model for p in policy.audited}]
+        applies = [policy.model(m) for m in (t.models or model_ids) if m in model_ids and m in audited]
         if head == "performance" and figure in REGRESSION_ONLY and t.models and not any(
                 m.task == "regression" for m in applies):
             add(("thresholds", i, "metric"), f"{t.metric} measures a regression model, and {', '.join(t.models)} "
@@ -309,8 +309,8 @@ def _task_problems(policy: "Policy", file: str, lines: dict, model_ids: set, dat
                 m.task == "regression" for m in applies):
             add(("thresholds", i, "metric"), f"{t.metric} measures a classifier, and {', '.join(t.models)} are "
                 "regression models", "use performance.rmse, performance.mae or performance.r2")
-        if head == "fairness" and any(m.task == "regression" and m.decision is None for m in applies
-                                      if t.models):
+        if head == "fairness" and t.models and any(m.task == "regression" and m.decision is None
+                                                    for m in applies):
             add(("thresholds", i, "metric"), f"{t.metric} compares the groups' shares of adverse decisions, and a "
                 "regression model without a decision cut-off makes none", "give the model a decision cut-off")
     return problems

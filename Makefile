@@ -7,13 +7,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSDEPS_STAMP := .sysdeps-ok
+TEST_SYSDEPS_STAMP := .test-sysdeps-ok
 # Shared libraries WeasyPrint loads, fonts it renders with, poppler for pdftotext/pdfsig in tests.
 DEBIAN_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core poppler-utils
+# What only the tests need: a PostgreSQL server for the history tests, Chromium for the browser tests.
+TEST_DEBIAN_PACKAGES := postgresql chromium
 POLICIES := $(wildcard policies/*.yaml)
 # Each sample's build.py writes its data split and models; .built marks a complete build.
 SAMPLE_MODELS := $(patsubst %/build.py,%/models/.built,$(wildcard sample_audits/*/build.py))
 
-.PHONY: demo test setup sysdeps samples lock clean bench
+.PHONY: demo test setup sysdeps test-sysdeps samples lock clean bench
 
 # A development signing identity for the demo (reports signed with it say: not for submission).
 DEV_IDENTITY := .dev-identity
@@ -30,7 +33,7 @@ demo: setup samples $(DEV_IDENTITY)
 	done
 	@echo "Reports written under out/: open out/<policy>/report.html or report.pdf"
 
-test: setup samples
+test: setup test-sysdeps samples
 	$(PY) -m pytest -q
 
 setup: sysdeps $(STAMP)
@@ -40,8 +43,9 @@ $(DEV_IDENTITY): | $(STAMP)
 
 sysdeps: $(SYSDEPS_STAMP)
 
-$(SYSDEPS_STAMP):
-	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+# Installs the Debian packages in $(1) that are missing (apt-get as root, else through sudo).
+define apt_install
+	@missing=""; for p in $(1); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -49,6 +53,16 @@ $(SYSDEPS_STAMP):
 		SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO=sudo; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+endef
+
+$(SYSDEPS_STAMP):
+	$(call apt_install,$(DEBIAN_PACKAGES))
+	@touch $@
+
+test-sysdeps: $(TEST_SYSDEPS_STAMP)
+
+$(TEST_SYSDEPS_STAMP):
+	$(call apt_install,$(TEST_DEBIAN_PACKAGES))
 	@touch $@
 
 $(STAMP): requirements.lock pyproject.toml
@@ -71,4 +85,4 @@ bench: setup samples
 	$(PY) bench/audit_vs_naive.py
 
 clean:
-	rm -rf out .pytest_cache $(SYSDEPS_STAMP)
+	rm -rf out .pytest_cache $(SYSDEPS_STAMP) $(TEST_SYSDEPS_STAMP)

@@ -8,7 +8,8 @@ JSON-serialisable record of
   command-line overrides changed;
 - inputs: each model and dataset's SHA-256 in both runs (from the manifests when both runs have
   one, otherwise from the evidence), and those present in only one run;
-- per subject (matched by model id and dataset id): performance deltas, the permutation-importance
+- per subject (matched by model id and dataset id): performance deltas, the protected features' fairness
+  figures (adverse impact ratio, true- and false-positive rate gaps), the permutation-importance
   ranking (Spearman correlation over the common features, each run's top k, the features that
   entered or left the top k), the surrogate rules (fidelity, rules added and removed), decisions
   whose principal reasons changed, and decisions sampled in only one run;
@@ -37,6 +38,7 @@ from .errors import AuditorError
 from .evidence import Evidence, Subject, read_evidence
 from .explainers import EXPLAINERS
 from .explainers.base import Ranking, RuleSet
+from .fairness import FIGURES as FAIRNESS_FIGURES
 
 __all__ = [
     "DIFF_VERSION",
@@ -176,6 +178,8 @@ class SubjectDiff(BaseModel):
     decisions_only_a: list[Label]
     decisions_only_b: list[Label]
     score_psi: MetricDelta | None = Field(default=None, description="PSI of the model's score, audited vs background.")
+    fairness: list[MetricDelta] = Field(default_factory=list, description="The protected features' figures in both "
+                                        "runs, e.g. 'adverse_impact_ratio by age' (see auditor.fairness.FIGURES).")
     changed: bool
 
 
@@ -415,9 +419,21 @@ def _reason_lists(decision) -> tuple[list[str], list[str]]:
     return [r.feature for r in reasons], [r.text for r in reasons]
 
 
+def _diff_fairness(a: Subject, b: Subject) -> list[MetricDelta]:
+    """Each fairness figure of each protected feature either run measures, by feature."""
+    fa, fb = getattr(a, "fairness", None), getattr(b, "fairness", None)
+    features_a = {f.feature: f for f in (fa.features if fa else [])}
+    features_b = {f.feature: f for f in (fb.features if fb else [])}
+    return [_delta(f"{name} by {feature}", getattr(features_a.get(feature), field, None),
+                   getattr(features_b.get(feature), field, None))
+            for feature in list(features_a) + [f for f in features_b if f not in features_a]
+            for name, (field, _) in FAIRNESS_FIGURES.items()]
+
+
 def _diff_subject(a: Subject, b: Subject, top_k: int) -> SubjectDiff:
     performance = [_delta(m, getattr(a.performance, m, None), getattr(b.performance, m, None))
                    for m in PERFORMANCE_METRICS if hasattr(a.performance, m) or hasattr(b.performance, m)]
+    fairness = _diff_fairness(a, b)
 
     importance, rules = [], []
     for name, ra in a.global_explanations.items():
@@ -450,13 +466,13 @@ def _diff_subject(a: Subject, b: Subject, top_k: int) -> SubjectDiff:
     stability_a, stability_b = getattr(a, "score_stability", None), getattr(b, "score_stability", None)
     score_psi = None if stability_a is None and stability_b is None else _delta(
         "score_psi", stability_a.psi if stability_a else None, stability_b.psi if stability_b else None)
-    changed = bool(any(p.changed for p in performance) or any(i.changed for i in importance)
+    changed = bool(any(p.changed for p in performance + fairness) or any(i.changed for i in importance)
                    or any(r.changed for r in rules) or only_a or only_b or reasons_changed
                    or decisions_only_a or decisions_only_b or (score_psi is not None and score_psi.changed))
     return SubjectDiff(model=a.model.id, dataset=a.dataset.id, performance=performance, importance=importance,
                        rules=rules, explanations_only_a=only_a, explanations_only_b=only_b,
                        reasons_changed=reasons_changed, decisions_only_a=decisions_only_a,
-                       decisions_only_b=decisions_only_b, score_psi=score_psi, changed=changed)
+                       decisions_only_b=decisions_only_b, score_psi=score_psi, fairness=fairness, changed=changed)
 
 
 def _diff_data(a: Evidence, b: Evidence) -> list[DataDiff]:

@@ -88,6 +88,11 @@ def diff_text(diff: AuditDiff) -> str:
         if perf:
             lines.append("  performance: " + "; ".join(
                 f"{p.metric} {_f(p.a)} → {_f(p.b)} ({_signed(p.delta)})" for p in perf))
+        moved = [p for p in s.fairness if p.changed]
+        if moved:
+            lines.append("  fairness: " + "; ".join(
+                f"{p.metric} {_f(p.a)} → {_f(p.b)}" + (f" ({_signed(p.delta)})" if p.delta is not None else "")
+                for p in moved))
         for i in s.importance:
             if not i.changed:
                 continue

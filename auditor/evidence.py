@@ -46,8 +46,8 @@ __all__ = [
     "read_evidence",
 ]
 
-EVIDENCE_VERSION = "1.4"
-READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4")
+EVIDENCE_VERSION = "1.5"  # 1.5: intervals of the adverse impact ratio and of the rate gaps (fairness)
+READABLE_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4", "1.5")
 Label = Union[int, str]
 
 
@@ -179,7 +179,7 @@ class Subject(BaseModel):
 
 
 class Evidence(BaseModel):
-    evidence_version: Literal["1.0", "1.1", "1.2", "1.3", "1.4"] = EVIDENCE_VERSION
+    evidence_version: Literal["1.0", "1.1", "1.2", "1.3", "1.4", "1.5"] = EVIDENCE_VERSION
     auditor_version: str
     policy_sha256: str
     audit: dict[str, Any]

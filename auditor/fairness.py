@@ -41,7 +41,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .explainers.base import Observation
-from .intervals import wilson
+from .intervals import Interval, difference, ratio, wilson
 from .numbers import listed, num, pct
 
 __all__ = ["FIGURES", "Association", "Fairness", "FairnessSpec", "GroupFairness", "Outcome", "Proportion",
@@ -51,8 +51,9 @@ Label = Union[int, str]
 
 FIGURES = {"adverse_impact_ratio": ("min_impact_ratio", min), "tpr_gap": ("tpr_gap", max),
            "fpr_gap": ("fpr_gap", max)}
-"""Threshold metrics ``fairness.<name>``: the field of :class:`ProtectedFairness` each reads, and which value of
-several protected features is the worst (the lowest ratio, the largest gap)."""
+"""Threshold metrics ``fairness.<name>``: the field of :class:`ProtectedFairness` each reads (its interval is the
+field ``<field>_ci``), and which value of several protected features is the worst (the lowest ratio, the largest
+gap)."""
 
 
 class ProtectedSpec(BaseModel):
@@ -133,13 +134,19 @@ class ProtectedFairness(BaseModel):
     highest_group: str | None = Field(description="The group with the highest rate: the impact ratios' reference.")
     min_impact_ratio: float | None = Field(description="The lowest group's impact ratio (adverse impact ratio).")
     min_impact_group: str | None
+    min_impact_ratio_ci: Interval | None = Field(default=None, description="95% MOVER interval of the adverse impact ratio, the "
+                                                 "lowest group's rate over the highest's as two independent "
+                                                 "proportions (the highest group is taken as given).")
     rate_gap: float | None = Field(description="Highest minus lowest group rate of the outcome.")
     tpr_gap: float | None = Field(description="Highest minus lowest true-positive rate (groups whose rate rests on "
                                   "at least fairness.min_rate_rows rows).")
     tpr_groups: list[str] = Field(description="The groups of the highest and the lowest true-positive rate.")
+    tpr_gap_ci: Interval | None = Field(default=None, description="95% Newcombe interval of the true-positive rate gap, the two "
+                                        "groups' rates as independent proportions.")
     fpr_gap: float | None = Field(description="Highest minus lowest false-positive rate (groups whose rate rests "
                                   "on at least fairness.min_rate_rows rows).")
     fpr_groups: list[str] = Field(description="The groups of the highest and the lowest false-positive rate.")
+    fpr_gap_ci: Interval | None = Field(default=None, description="95% Newcombe interval of the false-positive rate gap.")
     associations: list[Association] = Field(description="Every other non-protected feature, strongest first.")
     proxies: list[str] = Field(description="Features at or above the proxy bound: possible proxies.")
 
@@ -261,14 +268,17 @@ def _ordered(labels: np.ndarray, column: np.ndarray) -> list[str]:
     return sorted(keys, key=lambda g: (keys[g], str(g)))
 
 
-def _gap(groups: list[GroupFairness], field: str, min_rows: int = 1) -> tuple[float | None, list[str]]:
-    """Highest minus lowest rate over the groups whose rate rests on at least ``min_rows`` rows."""
-    rated = [(getattr(g, field).rate, g.group) for g in groups
+def _gap(groups: list[GroupFairness], field: str, min_rows: int = 1
+         ) -> tuple[float | None, list[str], Interval | None]:
+    """Highest minus lowest rate over the groups whose rate rests on at least ``min_rows`` rows, the two groups,
+    and the gap's Newcombe interval."""
+    rated = [(getattr(g, field), g.group) for g in groups
              if getattr(g, field).rate is not None and getattr(g, field).n >= min_rows]
     if len(rated) < 2:
-        return None, []
-    high, low = max(rated, key=lambda x: x[0]), min(rated, key=lambda x: x[0])
-    return high[0] - low[0], [high[1], low[1]]
+        return None, [], None
+    high, low = max(rated, key=lambda x: x[0].rate), min(rated, key=lambda x: x[0].rate)
+    ci = difference((high[0].count, high[0].n), (low[0].count, low[0].n))
+    return high[0].rate - low[0].rate, [high[1], low[1]], ci
 
 
 def _groups(labels: np.ndarray, column: np.ndarray, outcome: Outcome) -> list[GroupFairness]:
@@ -294,9 +304,12 @@ def _feature(p: ProtectedSpec, data, proxy_data, outcome: Outcome | None, protec
     by_group = _groups(groups(data, p.feature, p.bins), data.X[:, i], outcome) if outcome is not None else []
     ratios = [(g.impact_ratio, g.group) for g in by_group if g.impact_ratio is not None]
     lowest = min(ratios, key=lambda x: x[0]) if ratios else (None, None)
+    top = max(by_group, key=lambda g: g.decided.rate or 0.0) if by_group else None
+    low = next((g for g in by_group if g.group == lowest[1]), None)
+    air_ci = None if low is None else ratio((low.decided.count, low.decided.n), (top.decided.count, top.decided.n))
     rates = [g.decided.rate for g in by_group if g.decided.rate is not None]
-    tpr_gap, tpr_groups = _gap(by_group, "tpr", spec.min_rate_rows)
-    fpr_gap, fpr_groups = _gap(by_group, "fpr", spec.min_rate_rows)
+    tpr_gap, tpr_groups, tpr_ci = _gap(by_group, "tpr", spec.min_rate_rows)
+    fpr_gap, fpr_groups, fpr_ci = _gap(by_group, "fpr", spec.min_rate_rows)
     target = groups(proxy_data, p.feature, p.bins)
     associations = []
     for j, f in enumerate(space.features):
@@ -310,10 +323,11 @@ def _feature(p: ProtectedSpec, data, proxy_data, outcome: Outcome | None, protec
     associations.sort(key=lambda a: -a.cramers_v)
     return ProtectedFairness(
         feature=p.feature, display_name=space.features[i].label, basis=p.basis, bins=p.bins, groups=by_group,
-        highest_group=max(by_group, key=lambda g: g.decided.rate or 0.0).group if by_group else None,
-        min_impact_ratio=lowest[0], min_impact_group=lowest[1],
+        highest_group=None if top is None else top.group,
+        min_impact_ratio=lowest[0], min_impact_group=lowest[1], min_impact_ratio_ci=air_ci,
         rate_gap=max(rates) - min(rates) if len(rates) > 1 else None,
-        tpr_gap=tpr_gap, tpr_groups=tpr_groups, fpr_gap=fpr_gap, fpr_groups=fpr_groups,
+        tpr_gap=tpr_gap, tpr_groups=tpr_groups, tpr_gap_ci=tpr_ci, fpr_gap=fpr_gap, fpr_groups=fpr_groups,
+        fpr_gap_ci=fpr_ci,
         associations=associations, proxies=[a.feature for a in associations if a.proxy])
 
 

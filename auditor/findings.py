@@ -221,7 +221,8 @@ def _protected_finding(t, s, where: str, figure: str) -> Finding | None:
     index, value = fairness.figure(figure, t.by)
     at = f"{where}.fairness" if index is None else f"{where}.fairness.features[{index}].{FAIRNESS_FIGURES[figure][0]}"
     worst = fairness.features[index].feature if index is not None and t.by is None else None
-    return _finding(t, s.model.id, None, value, at, model=s.model.id, worst=worst)
+    interval = None if index is None else getattr(fairness.features[index], f"{FAIRNESS_FIGURES[figure][0]}_ci")
+    return _finding(t, s.model.id, None, value, at, model=s.model.id, worst=worst, interval=interval)
 
 
 def _task_figures(subject) -> tuple[str, ...]:

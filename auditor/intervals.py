@@ -11,6 +11,10 @@ Clinical reporting guidance (STARD, TRIPOD+AI) asks for every accuracy figure wi
   and computes every replicate at once, so it never copies the data per replicate. The same ``seed``, number
   of rows and ``reps`` draw the same resamples, so intervals are deterministic and every statistic of the same
   rows is computed on the same resamples.
+- :func:`difference` and :func:`ratio` of two independent proportions, from their Wilson intervals: Newcombe's
+  hybrid score interval of a difference (Newcombe 1998, method 10) and the MOVER interval of a ratio (Donner &
+  Zou 2012). Both keep the Wilson interval's good coverage for small groups and rates near 0 or 1, where the
+  normal approximation and the log method (undefined at a count of 0) fail.
 - Weighted statistics for that matrix: :func:`weighted_mean`, :func:`weighted_auc` (a rank-based AUC that
   handles ties as scikit-learn's ``roc_auc_score`` does).
 """
@@ -24,7 +28,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-__all__ = ["Interval", "bootstrap", "resample_counts", "weighted_auc", "weighted_mean", "wilson"]
+__all__ = ["Interval", "bootstrap", "difference", "ratio", "resample_counts", "weighted_auc", "weighted_mean",
+           "wilson"]
 
 CHUNK = 2_000_000
 """Resample counts held at once (replicates x rows); larger draws are made and used in blocks of replicates."""
@@ -36,10 +41,12 @@ class Interval(BaseModel):
     lower: float
     upper: float
     level: float = Field(default=0.95, description="Confidence level, e.g. 0.95.")
-    method: Literal["wilson", "bootstrap"] = Field(
+    method: Literal["wilson", "bootstrap", "newcombe", "mover"] = Field(
         description="wilson: Wilson score interval of a proportion; bootstrap: percentile interval over resamples "
-        "of the rows (seeded with the audit seed).")
-    n: int = Field(description="Rows (or, for a proportion, the trials: its denominator) the figure rests on.")
+        "of the rows (seeded with the audit seed); newcombe: Newcombe's hybrid score interval of the difference of "
+        "two proportions; mover: the MOVER interval of the ratio of two proportions (Donner & Zou).")
+    n: int = Field(description="Rows (or, for a proportion, the trials: its denominator) the figure rests on; for "
+                   "a difference or ratio of two proportions, both denominators together.")
     replicates: int | None = Field(
         default=None, exclude_if=lambda v: v is None, description="Bootstrap: resamples in which the figure is defined (e.g. an AUC needs both "
         "classes); the others are left out.")
@@ -62,6 +69,37 @@ def wilson(successes: int | float, n: int, level: float = 0.95) -> Interval | No
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return Interval(lower=float(max(0.0, centre - half)), upper=float(min(1.0, centre + half)), level=level,
                     method="wilson", n=n)
+
+
+def difference(a: tuple[int, int], b: tuple[int, int], level: float = 0.95) -> Interval | None:
+    """Newcombe's hybrid score interval of ``a`` minus ``b``, two independent proportions given as (successes,
+    n); None when either n is 0."""
+    ca, cb = wilson(*a, level), wilson(*b, level)
+    if ca is None or cb is None:
+        return None
+    pa, pb = a[0] / a[1], b[0] / b[1]
+    d = pa - pb
+    lower = d - float(np.hypot(pa - ca.lower, cb.upper - pb))
+    upper = d + float(np.hypot(ca.upper - pa, pb - cb.lower))
+    return Interval(lower=max(-1.0, lower), upper=min(1.0, upper), level=level, method="newcombe", n=a[1] + b[1])
+
+
+def ratio(a: tuple[int, int], b: tuple[int, int], level: float = 0.95) -> Interval | None:
+    """The MOVER interval (Donner & Zou 2012, from Wilson intervals) of the ratio of proportion ``a`` over
+    proportion ``b``, each (successes, n); None when either n is 0 or ``b`` has no successes (no ratio), or when
+    the upper end is unbounded (``b``'s interval reaches 0)."""
+    ca, cb = wilson(*a, level), wilson(*b, level)
+    if ca is None or cb is None or b[0] == 0:
+        return None
+    p1, p2 = a[0] / a[1], b[0] / b[1]
+    l1, u1, l2, u2 = ca.lower, ca.upper, cb.lower, cb.upper
+    if l2 <= 0:
+        return None
+    product = p1 * p2
+    lower = (product - np.sqrt(max(0.0, product ** 2 - l1 * u2 * (2 * p1 - l1) * (2 * p2 - u2)))) / (u2 * (2 * p2 - u2)) \
+        if u2 * (2 * p2 - u2) > 0 else 0.0
+    upper = (product + np.sqrt(max(0.0, product ** 2 - u1 * l2 * (2 * p1 - u1) * (2 * p2 - l2)))) / (l2 * (2 * p2 - l2))
+    return Interval(lower=float(max(0.0, lower)), upper=float(upper), level=level, method="mover", n=a[1] + b[1])
 
 
 def resample_counts(n: int, reps: int, seed: int):

@@ -287,3 +287,22 @@ def test_real_findings(runs):
     assert not d.findings.added and not d.findings.removed
     eb = ea.model_copy(update={"findings": findings[1:]})
     assert [f.id for f in diff_audits(ea, ma, eb, ma).findings.removed] == [first.id]
+
+
+def test_fairness_figures_are_compared():
+    """A protected feature's adverse impact ratio and rate gaps are compared run to run, by feature: a moved
+    ratio is a change, reported with both values; the same evidence is no change."""
+    from auditor.evidence import read_evidence
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "evidence" / "finance_tabular.json"
+    a, b = read_evidence(fixture), read_evidence(fixture)
+    assert not diff_audits(a, None, b, None).changed
+    s = next(i for i, s in enumerate(b.subjects) if s.fairness is not None and s.fairness.features)
+    feature = b.subjects[s].fairness.features[0]
+    before = feature.min_impact_ratio
+    feature.min_impact_ratio = before - 0.25
+    diff = diff_audits(a, None, b, None)
+    moved = [m for m in diff.subjects[s].fairness if m.changed]
+    assert [m.metric for m in moved] == [f"adverse_impact_ratio by {feature.feature}"]
+    assert moved[0].a == pytest.approx(before) and moved[0].delta == pytest.approx(-0.25)
+    assert diff.changed and f"adverse_impact_ratio by {feature.feature}" in diff_text(diff)

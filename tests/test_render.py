@@ -102,3 +102,71 @@ def test_pdf_from_stored_evidence_reads_as_the_html(rendered, tmp_path):
         for d in s.decisions:
             assert f"Case {d.id}" in text
     assert "Page 1 of" not in text or "Contents" in text
+
+
+FRONT = {"finance": ["summary", "use", "models", "performance", "global", "reasons", "limitations"],
+         "medical": ["summary", "use", "models", "performance", "global", "limitations"]}
+APPENDICES = ["cases", "supporting", "methods", "provenance"]
+
+
+def _ids_and_links(html: str) -> tuple[list[str], list[str], list[str]]:
+    """The chapters' ids in order, every element id, and every in-page link target."""
+    from html.parser import HTMLParser
+
+    chapters, ids, links = [], [], []
+
+    class Walker(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if a.get("id"):
+                ids.append(a["id"])
+            if tag == "section" and "chapter" in (a.get("class") or "").split():
+                chapters.append(a["id"])
+            if tag == "a" and (a.get("href") or "").startswith("#"):
+                links.append(a["href"][1:])
+
+    Walker().feed(html)
+    return chapters, ids, links
+
+
+@pytest.mark.parametrize("name", STORED)
+def test_front_part_comes_first_and_every_link_lands(rendered, name):
+    """The front part (summary to limitations) stands before the appendices: A the decisions, with an index
+    that links every decision, B the supporting tables, C methods, D provenance; every in-page link has its
+    target, the findings' links included."""
+    evidence, _, html = rendered[name]
+    chapters, ids, links = _ids_and_links(html)
+    assert chapters == ["contents"] + FRONT[evidence.audit["audience"]] + APPENDICES
+    missing = sorted(set(links) - set(ids))
+    assert not missing, f"links without a target: {missing[:10]}"
+    index = html[html.index('class="toc decision-index"'):]
+    index = index[:index.index("</nav>")]
+    for s in evidence.subjects:
+        for d in s.decisions:
+            assert f">{d.id} · {s.model.id}" in index
+    assert "Appendix A." in html and "Appendix D. Provenance" in html
+
+
+def test_group_tables_and_rules_move_to_the_supporting_appendix(rendered):
+    """Performance by group and the surrogate rules' table are in Appendix B; the front part points there,
+    and a finding on a group's figure links to the group tables."""
+    evidence, _, html = rendered["finance_tabular"]
+    front, appendix = html.split('id="supporting"', 1)
+    appendix = appendix.split('id="methods"', 1)[0]
+    assert 'table class="subgroups"' not in front and 'table class="subgroups"' in appendix
+    assert 'table class="rules"' not in front and 'table class="rules"' in appendix
+    assert 'href="#subgroups"' in front
+    from auditor.report.views import build_view
+
+    view = build_view(evidence, generated_at=WHEN)
+    by_group = [f for f in view["findings"] if evidence.findings[int(f["at"][9:-1])].subgroup is not None]
+    assert by_group and all(f["anchor"] == "subgroups" for f in by_group)
+
+
+def test_fairness_section_prints_the_ratio_and_gaps_with_intervals(rendered):
+    evidence, _, html = rendered["finance_tabular"]
+    s = next(i for i, s in enumerate(evidence.subjects) if s.fairness is not None)
+    feature = next(i for i, f in enumerate(evidence.subjects[s].fairness.features) if f.min_impact_ratio_ci)
+    at = f"subjects[{s}].fairness.features[{feature}]"
+    for field in ("min_impact_ratio_ci.lower", "min_impact_ratio_ci.upper"):
+        assert f'data-evidence="{at}.{field}"' in html

@@ -81,7 +81,8 @@ def _subject(evidence: Evidence, si: int, report: dict) -> dict[str, Any]:
         if m.scope == "local":
             local.append(view)
         else:
-            global_.append(view | {"result": path(at, "global_explanations", m.name)})
+            global_.append(view | {"result": path(at, "global_explanations", m.name),
+                                   "detail_anchor": _anchor(anchor, m.name, "detail")})
     flags: dict[str, set[str]] = {}  # decision id -> explanation names a warning names it under
     for o in s.observations:
         if o.level == "warn" and o.method:
@@ -115,6 +116,7 @@ def _subject(evidence: Evidence, si: int, report: dict) -> dict[str, Any]:
         "units": units,
         "local": local,
         "global": global_,
+        "has_subgroups": bool(s.subgroups),
         "observations": [{"level": o.level, "at": f"{at}.observations[{oi}].message"}
                          for oi, o in enumerate(s.observations)],
         "adverse": [d for d in decisions if d["adverse"]],
@@ -189,13 +191,10 @@ def _decision(s, at: str, di: int, subject_anchor: str, local: list[dict], names
 
 
 def _fairness(evidence: Evidence, si: int) -> dict[str, Any] | None:
-    """The subject's fairness evidence by path, and the paths of its fairness observations."""
-    s = evidence.subjects[si]
-    if s.fairness is None:
+    """The subject's fairness evidence by path (its observations are the subject's, in the summary)."""
+    if evidence.subjects[si].fairness is None:
         return None
-    return {"at": f"subjects[{si}].fairness",
-            "observations": [{"level": o.level, "at": f"subjects[{si}].observations[{oi}].message"}
-                             for oi, o in enumerate(s.observations) if o.code.startswith("fairness.")]}
+    return {"at": f"subjects[{si}].fairness"}
 
 
 def _findings(evidence: Evidence) -> list[dict[str, Any]]:
@@ -204,10 +203,14 @@ def _findings(evidence: Evidence) -> list[dict[str, Any]]:
     out = []
     ranked = sorted(enumerate(evidence.findings), key=lambda x: (order[x[1].status], x[1].id, x[1].model or ""))
     fairness = any(s.fairness is not None for s in evidence.subjects)
+    subgroups = any(s.subgroups for s in evidence.subjects)
     for i, f in ranked:
         head = f.metric.split(".")[0]
         reasons = "reasons" if evidence.audit["audience"] == "finance" else "cases"  # medical: no reasons chapter
-        section = ("fairness" if head == "fairness" and fairness else
+        by_group = subgroups and (f.metric == "fairness.positive_rate_gap" or
+                                  (head == "performance" and f.subgroup is not None))
+        section = ("subgroups" if by_group else  # the group tables are in the supporting appendix
+                   "fairness" if head == "fairness" and fairness else
                    "performance" if head in ("performance", "fairness") else
                    reasons if head == "principal_reasons" else
                    "models" if head in ("data", "stability") else  # the data chapter holds the data checks

@@ -48,17 +48,20 @@ def _console():
 
 
 class _Progress:
-    """Progress on stderr: a rich bar per explainer and model on a terminal; one line per finished
-    task otherwise (logs of scheduled runs stay readable and in order)."""
+    """Progress on stderr: on a terminal, a live rich bar per explainer and model with its count, the time
+    taken and the time remaining; otherwise one line per finished task (logs of scheduled runs stay readable
+    and in order)."""
 
     def __init__(self, console, enabled: bool) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
         self.console = console
         self.enabled = enabled
         self.live = enabled and console.is_terminal
         self.progress = Progress(TextColumn("  {task.description:<34}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=console, disable=not self.live)
+                                 TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console,
+                                 disable=not self.live)
 
     def __enter__(self):
         self.progress.__enter__()

@@ -144,3 +144,32 @@ def test_an_internal_error_exits_4_with_its_traceback_and_writes_nothing(tmp_pat
     assert result.exit_code == 4, result.output
     assert "planted bug" in result.output and "internal error" in result.output
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".audit.")]
+
+
+def test_progress_on_a_terminal_is_a_live_bar_with_counts_and_time_left():
+    """On a terminal each task is a bar with its count, time taken and time left; off a terminal (a log), one
+    line per finished task and no bar."""
+    import io
+
+    from rich.console import Console
+
+    from auditor.cli import _Progress
+
+    tty = io.StringIO()
+    console = Console(file=tty, force_terminal=True, width=120)
+    with _Progress(console, enabled=True) as progress:
+        advance = progress("lime · gbm", 10)
+        advance(3)
+        progress.progress.refresh()
+        shown = tty.getvalue()
+        assert "lime · gbm" in shown and "3/10" in shown and "left" in shown
+        advance(7)
+    assert "10/10" in tty.getvalue()
+
+    log = io.StringIO()
+    with _Progress(Console(file=log, force_terminal=False, width=120), enabled=True) as progress:
+        advance = progress("lime · gbm", 10)
+        advance(3)
+        assert log.getvalue() == ""
+        advance(7)
+    assert log.getvalue().startswith("  lime · gbm: 10 done in ") and "\x1b[" not in log.getvalue()

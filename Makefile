@@ -67,7 +67,8 @@ $(TEST_SYSDEPS_STAMP):
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -r requirements.lock
+	$(PY) scripts/check_lock.py
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
 
@@ -78,8 +79,10 @@ sample_audits/%/models/.built: sample_audits/%/build.py $(STAMP)
 	@touch $@
 
 lock:
-	@{ echo '# Exact versions this project is tested with (pip freeze of .venv). Regenerate with `make lock`.'; \
-	   $(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > requirements.lock
+	@{ echo '# Exact versions this project is tested with (pip freeze of .venv), installed with --no-deps and checked'; \
+	   echo '# by scripts/check_lock.py. Regenerate with `make lock`.'; \
+	   $(PY) -m pip freeze --all --exclude-editable | grep -v '^pip==' | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > requirements.lock
+	$(PY) scripts/check_lock.py
 
 bench: setup samples
 	$(PY) bench/audit_vs_naive.py

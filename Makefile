@@ -34,7 +34,7 @@ demo: setup samples $(DEV_IDENTITY)
 	@echo "Reports written under out/: open out/<policy>/report.html or report.pdf"
 
 test: setup test-sysdeps samples
-	$(PY) -m pytest -q
+	scripts/with-postgres.sh $(PY) -m pytest -q
 
 setup: sysdeps $(STAMP)
 

@@ -1,11 +1,12 @@
 """The audit history: every run recorded, completed, failed or cut short (EU AI Act Art. 12 logs).
 
 SQLite by default (``audit-history.sqlite`` in the output root, the folder that holds the run's
-output folder), or any SQLAlchemy URL (e.g. ``postgresql://...``) via ``--history`` or the
-``AUDITOR_HISTORY`` environment variable. A run is recorded *before* it computes anything (status
-``running``) and updated when it ends (``completed`` or ``failed``, with its findings and exit
-code). A run killed outright keeps ``running`` and is listed as ``incomplete`` once its process is
-gone. Recording is never skipped: a history that cannot be written is an error.
+output folder), or any SQLAlchemy URL (e.g. ``postgresql+psycopg://user@host/db``) via ``--history``
+or the ``AUDITOR_HISTORY`` environment variable. A run is recorded *before* it computes anything
+(status ``running``) and updated when it ends (``completed`` or ``failed``, with its findings and
+exit code). A run killed outright keeps ``running`` and is listed as ``incomplete`` once its process
+is gone. Recording is never skipped: a history that cannot be written is an error. Runs recorded by
+many processes at once are all kept, on SQLite as on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ __all__ = ["History", "HistoryError", "RunRecord", "history_url"]
 
 ENV = "AUDITOR_HISTORY"
 DEFAULT_FILE = "audit-history.sqlite"
+SQLITE_BUSY_TIMEOUT_S = 60.0  # how long a SQLite writer waits for others (each holds the lock for milliseconds)
+_SCHEMA_LOCK = 0x61756469746F72  # PostgreSQL advisory lock key held while the runs table is created ("auditor")
 
 
 class HistoryError(AuditorError):
@@ -63,6 +66,7 @@ def _now() -> str:
 
 
 def _alive(host: str, pid: int) -> bool:
+    """Whether the process that recorded a run still runs: a killed one is gone, or a zombie until reaped."""
     if host != socket.gethostname():
         return True  # cannot tell from here
     try:
@@ -71,43 +75,100 @@ def _alive(host: str, pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS), or it ended just now
+    return stat[stat.rindex(")") + 2:][:1] not in ("Z", "X")  # the state follows the command name in parentheses
+
+
+def _serialise_sqlite_writers(engine) -> None:
+    """Every SQLite transaction begins with BEGIN IMMEDIATE: it waits for the write lock up front (the busy
+    timeout), instead of failing with 'database is locked' when two processes upgrade a read lock at once."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # the driver begins no transaction of its own
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class History:
+    """The runs table at ``url``. The URL is checked here, but nothing is created until the first run is
+    recorded, so a run refused before it starts (a bad policy, a missing identity) leaves no database and no
+    folder behind; listing a SQLite history that does not exist yet finds no runs and creates nothing.
+
+    Many processes may record runs in one database at once. On SQLite each transaction takes the write lock
+    when it begins (``BEGIN IMMEDIATE``) and waits up to ``SQLITE_BUSY_TIMEOUT_S`` for it; on PostgreSQL the
+    table is created under an advisory lock, as concurrent ``CREATE TABLE`` statements collide in the catalog.
+    """
+
     def __init__(self, url: str) -> None:
         import sqlalchemy as sa
 
         self.url = url
+        self._created = False
         try:
-            if url.startswith("sqlite:///"):
-                Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = sa.create_engine(url, future=True)
-            self.meta = sa.MetaData()
-            self.runs = sa.Table(
-                "runs", self.meta,
-                sa.Column("run_id", sa.String(64), primary_key=True),
-                sa.Column("audit_id", sa.String(128), nullable=False, index=True),
-                sa.Column("status", sa.String(16), nullable=False),
-                sa.Column("started_utc", sa.String(32), nullable=False),
-                sa.Column("finished_utc", sa.String(32)),
-                sa.Column("exit_code", sa.Integer),
-                sa.Column("findings", sa.Text, nullable=False, default="{}"),
-                sa.Column("out", sa.Text),
-                sa.Column("policy_path", sa.Text, nullable=False),
-                sa.Column("policy_sha256", sa.String(64), nullable=False),
-                sa.Column("inputs", sa.Text, nullable=False, default="{}"),
-                sa.Column("signer", sa.Text),
-                sa.Column("error", sa.Text),
-                sa.Column("host", sa.String(255), nullable=False),
-                sa.Column("pid", sa.Integer, nullable=False),
-            )
-            self.meta.create_all(self.engine)
+            self.engine = sa.create_engine(url)
         except Exception as exc:
             raise HistoryError(f"cannot open the audit history at {url}: {type(exc).__name__}: {exc}",
+                               hint="give a SQLite file or an SQLAlchemy URL such as "
+                                    f"postgresql+psycopg://user@host/db (--history, ${ENV})") from None
+        if self.engine.dialect.name == "sqlite":
+            _serialise_sqlite_writers(self.engine)
+        self.meta = sa.MetaData()
+        self.runs = sa.Table(
+            "runs", self.meta,
+            sa.Column("run_id", sa.String(64), primary_key=True),
+            sa.Column("audit_id", sa.String(128), nullable=False, index=True),
+            sa.Column("status", sa.String(16), nullable=False),
+            sa.Column("started_utc", sa.String(32), nullable=False),
+            sa.Column("finished_utc", sa.String(32)),
+            sa.Column("exit_code", sa.Integer),
+            sa.Column("findings", sa.Text, nullable=False, default="{}"),
+            sa.Column("out", sa.Text),
+            sa.Column("policy_path", sa.Text, nullable=False),
+            sa.Column("policy_sha256", sa.String(64), nullable=False),
+            sa.Column("inputs", sa.Text, nullable=False, default="{}"),
+            sa.Column("signer", sa.Text),
+            sa.Column("error", sa.Text),
+            sa.Column("host", sa.String(255), nullable=False),
+            sa.Column("pid", sa.Integer, nullable=False),
+        )
+
+    def open(self) -> None:
+        """Create the database (a SQLite file and its folder) and the runs table if missing; once per process."""
+        if self._created:
+            return
+        import sqlalchemy as sa
+
+        try:
+            if self._no_file_yet():
+                Path(self.engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with self.engine.begin() as conn:
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+                    self.meta.create_all(conn)
+            except sa.exc.DBAPIError:
+                if not sa.inspect(self.engine).has_table(self.runs.name):
+                    raise  # not another process creating the same table at the same moment
+        except Exception as exc:
+            raise HistoryError(f"cannot open the audit history at {self.url}: {type(exc).__name__}: {exc}",
                                hint=f"check the path or URL (--history, ${ENV}) and that it is writable") from None
+        self._created = True
+
+    def _no_file_yet(self) -> bool:
+        database = self.engine.url.database
+        return (self.engine.dialect.name == "sqlite" and bool(database) and database != ":memory:"
+                and not Path(database).exists())
 
     def _write(self, statement) -> None:
+        self.open()
         try:
             with self.engine.begin() as conn:
                 conn.execute(statement)
@@ -135,6 +196,9 @@ class History:
         query = self.runs.select().order_by(self.runs.c.started_utc, self.runs.c.run_id)
         if audit_id:
             query = query.where(self.runs.c.audit_id == audit_id)
+        if self._no_file_yet():
+            return []  # nothing recorded, and listing does not create the database
+        self.open()
         try:
             with self.engine.connect() as conn:
                 rows = conn.execute(query).mappings().all()

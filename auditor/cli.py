@@ -110,6 +110,10 @@ def cli() -> None:
 @click.option("--identity", type=click.Path(path_type=Path), default=None, envvar="AUDITOR_IDENTITY",
               help="Signing identity folder (overrides the policy's signing.identity; env AUDITOR_IDENTITY). "
                    "Without one the output is unsigned.")
+@click.option("--timestamp-url", default=None, metavar="URL",
+              help="RFC 3161 timestamp authority (overrides the policy's signing.timestamp_url): the PDF signature "
+                   "carries its timestamp (PAdES B-T) and manifest.tsr its token over manifest.json. Without one, "
+                   "the signing time is the signer's own claim.")
 @click.option("--force", is_flag=True, help="Replace the output folder if it exists and is not empty.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one machine-readable summary line on stdout (progress stays on stderr).")
@@ -124,11 +128,12 @@ def cli() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def run(policy: Path, out: Path | None, sample_size: int | None, seed: int | None, identity: Path | None,
         force: bool, as_json: bool, history_url_option: str | None, compare_to: str | None, executor: str,
-        quiet: bool) -> None:
+        quiet: bool, timestamp_url: str | None) -> None:
     """Run the audit POLICY describes.
 
     Writes report.html, report.pdf, evidence.json, the policy, and manifest.json (SHA-256 of every
-    input and output), signed (manifest.sig, PDF signature) when a signing identity is given.
+    input and output), signed (manifest.sig, PDF signature) when a signing identity is given, and
+    timestamped (PDF signature timestamp, manifest.tsr) when a timestamp authority is named.
 
     \b
     Exit codes (for schedulers):
@@ -150,8 +155,11 @@ def run(policy: Path, out: Path | None, sample_size: int | None, seed: int | Non
     history = History(history_url(history_url_option, Path(out).resolve().parent))
     with _Progress(console, enabled=not quiet) as progress:
         outcome = execute(policy, out=out, sample_size=sample_size, seed=seed, force=force, identity_dir=identity,
-                          progress=progress, say=say, history=history, compare_to=compare_to, executor=executor)
-    state = "signed" if outcome.signed else "[yellow]unsigned[/yellow] (no --identity)"
+                          progress=progress, say=say, history=history, compare_to=compare_to, executor=executor,
+                          timestamp_url=timestamp_url)
+    authority = (outcome.manifest.get("signer") or {}).get("timestamp_authority")
+    state = ("signed" + (f", timestamped by {authority}" if authority else "") if outcome.signed
+             else "[yellow]unsigned[/yellow] (no --identity)")
     say(f"[green]Wrote[/green] {out}/ ({', '.join(outcome.files)}), {state}, in {time.perf_counter() - started:.1f} s")
     findings = outcome.evidence.findings
     failed = [f.label for f in findings if f.status == "fail"]

@@ -24,6 +24,7 @@ from .policy import load_policy
 from .provenance import MANIFEST, SIGNATURE, build_manifest, canonical_bytes, environment
 from .report import render_html, render_pdf
 from .signing import Identity, load_identity
+from .timestamps import MANIFEST_TOKEN, request_token, resolve_timestamp_url
 
 __all__ = ["RunOutcome", "RerunOutcome", "execute", "exit_code", "package", "rerun", "resolve_identity"]
 
@@ -71,16 +72,21 @@ def _previous_run(compare_to: str, history, audit_id: str, run_id: str):
 def execute(policy_path: Path, *, out: Path, sample_size: int | None = None, seed: int | None = None,
             force: bool = False, identity_dir: Path | None = None, progress: ProgressFactory | None = None,
             say=lambda *a: None, history=None, compare_to: str | None = None,
-            executor: str | None = None) -> RunOutcome:
+            executor: str | None = None, timestamp_url: str | None = None) -> RunOutcome:
     """Run one audit into ``out``, recording it in ``history`` (a History) from start to end.
 
-    ``executor``: where the explainers' per-decision work runs (see :func:`auditor.executors.open_executor`)."""
+    ``executor``: where the explainers' per-decision work runs (see :func:`auditor.executors.open_executor`).
+    ``timestamp_url``: the RFC 3161 authority to timestamp the signatures (None: the policy's, if any)."""
     started = datetime.now(timezone.utc)
     run_id = uuid.uuid4().hex
     policy = load_policy(policy_path)
     plan = plan_run(policy, sample_size=sample_size, seed=seed, executor=executor)
     check_destination(out, force=force)
     identity = resolve_identity(identity_dir, policy)
+    timestamp_url = resolve_timestamp_url(timestamp_url, policy, identity)
+    if compare_to and compare_to != "last":
+        _previous_run(compare_to, history, policy.audit.id, run_id)  # an unknown run or folder: refused here
+    # Every user error found so far left nothing behind; from here on the run is recorded, whatever happens.
     if history is not None:
         history.start(run_id=run_id, audit_id=policy.audit.id, policy_path=str(policy.file),
                       policy_sha256=policy.sha256, out=str(Path(out).resolve()),
@@ -88,7 +94,7 @@ def execute(policy_path: Path, *, out: Path, sample_size: int | None = None, see
     try:
         with open_executor(plan.executor) as runner:
             outcome = _execute(plan, identity, run_id, started, out=out, force=force, progress=progress, say=say,
-                               history=history, compare_to=compare_to, executor=runner)
+                               history=history, compare_to=compare_to, executor=runner, timestamp_url=timestamp_url)
     except AuditorError as exc:
         if history is not None:
             history.finish(run_id, status="failed", exit_code=exc.exit_code, error=exc.message)
@@ -110,7 +116,7 @@ def execute(policy_path: Path, *, out: Path, sample_size: int | None = None, see
 
 
 def _execute(plan: RunPlan, identity, run_id: str, started: datetime, *, out: Path, force, progress, say, history,
-             compare_to, executor) -> RunOutcome:
+             compare_to, executor, timestamp_url=None) -> RunOutcome:
     policy = plan.policy
     prepared = prepare(policy)
     for p in prepared:
@@ -129,15 +135,18 @@ def _execute(plan: RunPlan, identity, run_id: str, started: datetime, *, out: Pa
         else:
             changes = diff_audits(previous[0], previous[1], evidence, None)
     files, manifest = package(plan, prepared, evidence, identity=identity, run_id=run_id, started=started,
-                              changes=changes, say=say)
+                              changes=changes, say=say, timestamp_url=timestamp_url)
     write_atomically(out, files, force=force)
     return RunOutcome(out, evidence, manifest, identity is not None, sorted(files))
 
 
 def package(plan: RunPlan, prepared, evidence: Evidence, *, identity=None, run_id: str | None = None,
-            started: datetime | None = None, changes=None, say=lambda *a: None) -> tuple[dict[str, bytes], dict]:
+            started: datetime | None = None, changes=None, say=lambda *a: None,
+            timestamp_url: str | None = None) -> tuple[dict[str, bytes], dict]:
     """Every output file of a computed audit, signed last: the evidence and its schema, the policy, the report
-    (HTML, PDF with its signature), the manifest and the manifest's signature. Nothing is written here."""
+    (HTML, PDF with its signature), the manifest and the manifest's signature, and the in-toto attestation over
+    all of them (signed runs only). With a timestamp authority (``timestamp_url``, else the policy's), the PDF
+    signature carries its timestamp and ``manifest.tsr`` its token over the manifest. Nothing is written here."""
     policy = plan.policy
     run_id = run_id or uuid.uuid4().hex
     started = started or datetime.now(timezone.utc)
@@ -149,7 +158,8 @@ def package(plan: RunPlan, prepared, evidence: Evidence, *, identity=None, run_i
     }
     if changes is not None:
         files["changes.json"] = (changes.model_dump_json(indent=2) + "\n").encode("utf-8")
-    signer = identity.describe() if identity else None
+    timestamp_url = resolve_timestamp_url(timestamp_url, policy, identity)
+    signer = identity.describe(timestamp_url=timestamp_url) if identity else None
     say("  rendering HTML")
     html = render_html(evidence, generated_at=started, signer=signer,
                        evidence_sha256=hashlib.sha256(evidence_bytes).hexdigest(), changes=changes)
@@ -159,15 +169,20 @@ def package(plan: RunPlan, prepared, evidence: Evidence, *, identity=None, run_i
         say("  rendering PDF")
         pdf = render_pdf(html)
         if identity:
-            say(f"  signing PDF as {identity.name}")
-            pdf = identity.sign_pdf(pdf, reason=f"Explainability audit {policy.audit.id}")
+            say(f"  signing PDF as {identity.name}" + (f", timestamped by {timestamp_url}" if timestamp_url else ""))
+            pdf = identity.sign_pdf(pdf, reason=f"Explainability audit {policy.audit.id}", timestamp_url=timestamp_url)
         files["report.pdf"] = pdf
     manifest = build_manifest(plan=plan, prepared=prepared, outputs=files,
                               run_id=run_id, started=_utc(started),
                               finished=_utc(datetime.now(timezone.utc)), signer=signer)
     files[MANIFEST] = canonical_bytes(manifest)
+    if timestamp_url:  # beside the manifest, as it cannot be inside what it stamps
+        files[MANIFEST_TOKEN] = request_token(timestamp_url, files[MANIFEST])
     if identity:
         files[SIGNATURE] = identity.sign_manifest(files[MANIFEST])  # last: nothing partial is ever signed
+        from .attestation import ATTESTATION, build_attestation
+
+        files[ATTESTATION] = build_attestation(files, manifest, evidence, identity)  # over every file above
     return files, manifest
 
 

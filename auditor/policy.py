@@ -299,6 +299,21 @@ class SigningSpec(_Strict):
         default="AUDITOR_SIGNING_PASSPHRASE", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="Environment variable holding the passphrase of encrypted keys.",
     )
+    timestamp_url: str | None = Field(
+        default=None, description="URL of an RFC 3161 timestamp authority: the PDF signature carries its timestamp "
+        "(PAdES B-T) and manifest.tsr its token over manifest.json; --timestamp-url overrides it. Without one, the "
+        "signing time is the signer's own claim.",
+    )
+
+    @field_validator("timestamp_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        from .timestamps import is_http_url
+
+        if value is not None and not is_http_url(value):
+            raise ValueError(f"expected the http:// or https:// URL of an RFC 3161 timestamp authority, got {value!r}"
+                             " (e.g. https://freetsa.org/tsr)")
+        return value
 
 
 class SampleSpec(_Strict):

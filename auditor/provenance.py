@@ -4,7 +4,9 @@
 dataset files or the identity and version of a bundled dataset), the auditor's version and git
 commit when known, Python, platform and the versions of every package that computed evidence, the
 seeds, the start and end time (UTC) and the signer. It is the only place with timestamps, so the
-evidence itself is byte-identical across reruns. ``manifest.sig`` is its Ed25519 signature.
+evidence itself is byte-identical across reruns. ``manifest.sig`` is its Ed25519 signature; with a
+timestamp authority, ``manifest.tsr`` is that authority's token over it (:mod:`auditor.timestamps`), and
+``signer.timestamp_authority`` records the authority's URL.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ An identity is a folder (``auditor keys init DIR`` makes a development one):
   raw 64-byte signature: ``openssl pkeyutl -verify -rawin`` checks it). Its public key,
   ``manifest.pub.pem``, is what a regulator pins with ``auditor verify --public-key``.
 
+With a timestamp authority (``signing.timestamp_url``), the PDF signature also carries its RFC 3161
+timestamp (PAdES B-T); :mod:`auditor.timestamps` adds the manifest's token and checks both.
+
 Private keys may be encrypted; the passphrase is read from an environment variable
 (``AUDITOR_SIGNING_PASSPHRASE`` unless the policy names another) and never written or logged.
 """
@@ -25,11 +28,13 @@ from pathlib import Path
 
 from .errors import AuditorError
 
-__all__ = ["DEV_MARKER", "Identity", "SigningError", "init_identity", "load_identity", "PASSPHRASE_ENV"]
+__all__ = ["DEV_MARKER", "Identity", "SigningError", "init_identity", "load_identity", "PASSPHRASE_ENV",
+           "timestamp_failure", "timestamper"]
 
 DEV_MARKER = "auditor development identity - not for submission"
 PASSPHRASE_ENV = "AUDITOR_SIGNING_PASSPHRASE"
 SIGNATURE_FIELD = "AuditSignature"
+TIMESTAMP_TIMEOUT_S = 10
 # The visible signature on the cover: the reserved slot at the bottom of the A4 content area
 # (16 mm side margins, 20 mm bottom margin, 30 mm high), in PDF points.
 COVER_SIGNATURE_BOX = (45, 57, 550, 142)
@@ -78,8 +83,10 @@ class Identity:
         raw = self.manifest_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return base64.b64encode(raw).decode()
 
-    def describe(self) -> dict:
-        """What the manifest and the report say about the signer (public facts only)."""
+    def describe(self, *, timestamp_url: str | None = None) -> dict:
+        """What the manifest and the report say about the signer (public facts only). ``timestamp_authority``:
+        the RFC 3161 authority whose timestamps the signatures carry; None: the signing time is the signer's
+        own claim."""
         from cryptography.hazmat.primitives import serialization
 
         return {
@@ -92,13 +99,15 @@ class Identity:
             "manifest_public_key_sha256": hashlib.sha256(base64.b64decode(self.manifest_public_key)).hexdigest(),
             "development": self.development,
             "self_signed": self.self_signed,
+            "timestamp_authority": timestamp_url,
         }
 
     def sign_manifest(self, data: bytes) -> bytes:
         return self.manifest_key.sign(data)
 
-    def sign_pdf(self, pdf: bytes, *, reason: str) -> bytes:
-        """PAdES B-B signature with a visible stamp on the cover page."""
+    def sign_pdf(self, pdf: bytes, *, reason: str, timestamp_url: str | None = None) -> bytes:
+        """PAdES signature with a visible stamp on the cover page: B-B, or B-T with a signature timestamp
+        from the RFC 3161 authority at ``timestamp_url`` (see :mod:`auditor.timestamps`)."""
         from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
         from pyhanko.sign import fields, signers
         from pyhanko.sign.fields import SigSeedSubFilter
@@ -129,8 +138,31 @@ class Identity:
         pdf_signer = signers.PdfSigner(
             meta, signer=signer, stamp_style=style,
             new_field_spec=fields.SigFieldSpec(SIGNATURE_FIELD, on_page=0, box=COVER_SIGNATURE_BOX),
+            timestamper=timestamper(timestamp_url) if timestamp_url else None,
         )
-        return pdf_signer.sign_pdf(writer).getvalue()
+        try:
+            return pdf_signer.sign_pdf(writer).getvalue()
+        except (OSError, ValueError) as exc:  # TimestampRequestError is an OSError; a reply that is not a
+            if not timestamp_url:  # TimeStampResp, a ValueError
+                raise
+            raise timestamp_failure(timestamp_url, exc) from None
+
+
+def timestamper(url: str):
+    """pyHanko's HTTP client for the RFC 3161 authority at ``url`` (``PdfSigner(..., timestamper=...)``)."""
+    from pyhanko.sign.timestamps import HTTPTimeStamper
+
+    return HTTPTimeStamper(url, timeout=TIMESTAMP_TIMEOUT_S)
+
+
+def timestamp_failure(url: str, exc: BaseException) -> SigningError:
+    """The error for a timestamp authority that cannot be reached, refused, or replied with no timestamp."""
+    cause = exc.__cause__ or exc.__context__
+    why = f"{type(exc).__name__}: {exc}" + (f" ({type(cause).__name__}: {cause})" if cause else "")
+    return SigningError(f"timestamp authority {url} did not issue a timestamp ({why.strip()})",
+                        hint="check signing.timestamp_url / --timestamp-url and that the authority is reachable, "
+                             "or run without one (the signing time is then the signer's own claim); nothing "
+                             "was written")
 
 
 def _passphrase(env: str) -> bytes | None:

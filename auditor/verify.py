@@ -1,4 +1,5 @@
-"""Verify a signed audit: the manifest's signature, every file's hash, and the PDF's signature.
+"""Verify a signed audit: the manifest's signature, every file's hash, and the PDF's signature, with the
+RFC 3161 timestamps of both when the run took them (:mod:`auditor.timestamps`).
 
 ``verify_folder`` checks an output folder; ``verify_pdf`` a report PDF on its own. Both return a
 :class:`Verification` listing each check, so the CLI can print what was checked and, on failure,
@@ -14,7 +15,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .attestation import ATTESTATION, verify_attestation
 from .provenance import MANIFEST, SIGNATURE, sha256_bytes
+from .timestamps import MANIFEST_TOKEN, manifest_timestamp, pdf_timestamp, pdf_validation_context
 
 __all__ = ["Check", "Verification", "verify_folder", "verify_pdf"]
 
@@ -76,7 +79,8 @@ def verify_folder(folder: str | Path, *, public_key: Path | None = None, cert: P
                    "(an interrupted run leaves an unsigned temporary folder)", MANIFEST)
         return result
     if not sig_path.is_file():
-        result.add("manifest signature", False, f"{SIGNATURE} is missing: the audit is unsigned", SIGNATURE)
+        result.add("manifest signature", False, f"{SIGNATURE} is missing: the audit is unsigned "
+                   f"(and carries no {ATTESTATION}: there was no key to sign one)", SIGNATURE)
         return result
     raw = manifest_path.read_bytes()
     try:
@@ -113,9 +117,15 @@ def verify_folder(folder: str | Path, *, public_key: Path | None = None, cert: P
             result.add(f"hash {name}", False, f"{name} changed: its SHA-256 differs from the manifest", name)
         else:
             result.add(f"hash {name}", True, f"{name} matches its SHA-256 in the manifest")
-    extra = sorted(p.name for p in folder.iterdir() if p.name not in listed and p.name not in (MANIFEST, SIGNATURE))
+    extra = sorted(p.name for p in folder.iterdir()
+                   if p.name not in listed and p.name not in (MANIFEST, SIGNATURE, ATTESTATION, MANIFEST_TOKEN))
     for name in extra:
         result.add(f"unlisted {name}", False, f"{name} is not in the manifest: it was added after signing", name)
+    stamped = manifest_timestamp(folder, manifest)
+    if stamped is not None:
+        result.add("manifest timestamp", stamped.ok, stamped.detail, None if stamped.ok else MANIFEST_TOKEN)
+    attested = verify_attestation(folder, key, pinned=public_key is not None)
+    result.add("attestation", attested.ok, attested.detail, ", ".join(attested.files) or None)
 
     if "report.pdf" in listed and (folder / "report.pdf").is_file():
         pinned_cert = cert
@@ -156,7 +166,8 @@ def verify_pdf(path: str | Path, *, cert: Path | None = None, expected_cert_sha2
     signer_cert = sig.signer_cert
     try:
         roots = [load_cert_from_pemder(str(cert))] if cert else [signer_cert]
-        status = validate_pdf_signature(sig, ValidationContext(trust_roots=roots, allow_fetching=False))
+        status = validate_pdf_signature(sig, ValidationContext(trust_roots=roots, allow_fetching=False),
+                                        ts_validation_context=pdf_validation_context(sig))
     except Exception as exc:
         result.add("pdf signature", False, f"{name}: signature cannot be validated ({type(exc).__name__}: {exc})", name)
         return result
@@ -171,6 +182,9 @@ def verify_pdf(path: str | Path, *, cert: Path | None = None, expected_cert_sha2
                    f"({coverage.name if coverage else 'unknown'}): content was appended after signing", name)
     else:
         result.add("pdf coverage", True, f"{name}: the signature covers the entire file")
+    stamped = pdf_timestamp(status, name)
+    if stamped is not None and not result.add("pdf timestamp", stamped.ok, stamped.detail, None if stamped.ok else name):
+        return result
     if not status.bottom_line:
         if cert:
             result.add("pdf signer", False, f"{name} was not signed by the pinned certificate {cert}", name)

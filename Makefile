@@ -81,10 +81,12 @@ sample_audits/%/models/.built: sample_audits/%/build.py $(STAMP)
 lock:
 	@{ echo '# Exact versions this project is tested with (pip freeze of .venv), installed with --no-deps and checked'; \
 	   echo '# by scripts/check_lock.py. Regenerate with `make lock`.'; \
-	   $(PY) -m pip freeze --all --exclude-editable | grep -v '^pip==' | sed 's/^torch==\(.*\)+cpu/torch==\1/'; } > requirements.lock
+	   $(PY) -m pip freeze --all --exclude-editable | grep -v '^pip==' | sed 's/^torch==\(.*\)+cpu/torch==\1/' \
+	     | grep -v -i -x -F -f <(grep -v '^#' requirements-bench.lock); } > requirements.lock
 	$(PY) scripts/check_lock.py
 
 bench: setup samples
+	$(PY) -m pip install -q --no-deps -r requirements-bench.lock
 	$(PY) bench/audit_vs_naive.py
 
 clean:

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .attestation import ATTESTATION, build_attestation
 from .audit import ProgressFactory, prepare, run_audit
 from .executors import open_executor
 from .errors import AuditorError, VerificationError
 from .evidence import Evidence, evidence_json_schema
+from .model_card import MODEL_CARD, build_model_card
 from .output import check_destination, write_atomically
 from .plan import RunPlan, plan_run
 from .policy import load_policy
@@ -144,8 +146,8 @@ def package(plan: RunPlan, prepared, evidence: Evidence, *, identity=None, run_i
             started: datetime | None = None, changes=None, say=lambda *a: None,
             timestamp_url: str | None = None) -> tuple[dict[str, bytes], dict]:
     """Every output file of a computed audit, signed last: the evidence and its schema, the policy, the report
-    (HTML, PDF with its signature), the manifest and the manifest's signature, and the in-toto attestation over
-    all of them (signed runs only). With a timestamp authority (``timestamp_url``, else the policy's), the PDF
+    (HTML, PDF with its signature), the CycloneDX model card, the manifest and the manifest's signature, and the
+    in-toto attestation over all of them (signed runs only). With a timestamp authority (``timestamp_url``, else the policy's), the PDF
     signature carries its timestamp and ``manifest.tsr`` its token over the manifest. Nothing is written here."""
     policy = plan.policy
     run_id = run_id or uuid.uuid4().hex
@@ -172,6 +174,7 @@ def package(plan: RunPlan, prepared, evidence: Evidence, *, identity=None, run_i
             say(f"  signing PDF as {identity.name}" + (f", timestamped by {timestamp_url}" if timestamp_url else ""))
             pdf = identity.sign_pdf(pdf, reason=f"Explainability audit {policy.audit.id}", timestamp_url=timestamp_url)
         files["report.pdf"] = pdf
+    files[MODEL_CARD] = build_model_card(files, started=started)  # before the manifest, which lists and signs it
     manifest = build_manifest(plan=plan, prepared=prepared, outputs=files,
                               run_id=run_id, started=_utc(started),
                               finished=_utc(datetime.now(timezone.utc)), signer=signer)
@@ -180,8 +183,6 @@ def package(plan: RunPlan, prepared, evidence: Evidence, *, identity=None, run_i
         files[MANIFEST_TOKEN] = request_token(timestamp_url, files[MANIFEST])
     if identity:
         files[SIGNATURE] = identity.sign_manifest(files[MANIFEST])  # last: nothing partial is ever signed
-        from .attestation import ATTESTATION, build_attestation
-
         files[ATTESTATION] = build_attestation(files, manifest, evidence, identity)  # over every file above
     return files, manifest
 

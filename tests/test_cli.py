@@ -93,7 +93,7 @@ def test_run_writes_outputs_and_refuses_non_empty_out(tmp_path, write_policy):
     first = invoke("run", policy, "--out", out, "-q")
     assert first.exit_code == 0, first.output
     assert sorted(p.name for p in out.iterdir()) == ["evidence.json", "evidence.schema.json", "manifest.json",
-                                                      "policy.yaml", "report.html"]
+                                                      "model-card.cdx.json", "policy.yaml", "report.html"]
     before = (out / "evidence.json").read_bytes()
 
     again = invoke("run", policy, "--out", out, "-q")

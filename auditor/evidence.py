@@ -19,7 +19,7 @@ import functools
 import json
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Iterator, Literal, Union
 
 from pydantic import BaseModel, Field, create_model
 
@@ -195,6 +195,21 @@ class Evidence(BaseModel):
     def to_json(self) -> str:
         """Canonical text: sorted keys off (field order is meaningful), 2-space indent, trailing newline."""
         return json.dumps(self.model_dump(mode="json"), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+    def json_chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        """The UTF-8 bytes of :meth:`to_json`, in chunks of about ``size`` bytes: for writing the evidence to a
+        file without holding its text whole (the same encoder, so the same bytes)."""
+        encoder = json.JSONEncoder(indent=2, ensure_ascii=False, allow_nan=False)
+        pieces: list[str] = []
+        held = 0
+        for piece in encoder.iterencode(self.model_dump(mode="json")):
+            pieces.append(piece)
+            held += len(piece)
+            if held >= size:
+                yield "".join(pieces).encode("utf-8")
+                pieces, held = [], 0
+        pieces.append("\n")
+        yield "".join(pieces).encode("utf-8")
 
 
 # --- the typed model, derived from the registry ----------------------------------------------------------

@@ -3,18 +3,23 @@
 Files are written into a hidden temporary folder beside the destination, flushed to disk, and the
 folder is renamed into place only when complete. An interrupted run leaves at most a
 ``.<name>.partial-*`` folder, never a half-written report under the destination's name.
+:func:`staged` opens such a folder for files written one by one (a large one streamed in chunks);
+:func:`write_atomically` writes a dict of files through it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import shutil
 import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import OutputError
 
-__all__ = ["check_destination", "write_atomically"]
+__all__ = ["PartialFolder", "check_destination", "staged", "write_atomically"]
 
 _NAME_MAX = 255  # bytes in one file name on Linux and macOS file systems
 
@@ -45,8 +50,46 @@ def _write(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def write_atomically(out: Path, files: dict[str, bytes], *, force: bool) -> Path:
-    """Write ``files`` (relative name -> bytes) as the folder ``out``; replace it only with ``force``."""
+class PartialFolder:
+    """The hidden folder an output is written into before it is renamed into place (see :func:`staged`).
+
+    ``write`` puts one file's bytes; ``stream`` writes a file from an iterable of byte chunks, hashing as it
+    goes, so a large file (the evidence) never has to be held whole in memory. ``sha256`` maps every file
+    written so far to its SHA-256 (hex)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sha256: dict[str, str] = {}
+
+    def _target(self, name: str) -> Path:
+        target = self.path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def write(self, name: str, data: bytes) -> None:
+        _write(self._target(name), data)
+        self.sha256[name] = hashlib.sha256(data).hexdigest()
+
+    def stream(self, name: str, chunks: Iterable[bytes]) -> str:
+        """Write ``name`` from ``chunks``; return its SHA-256 (hex)."""
+        digest = hashlib.sha256()
+        with open(self._target(name), "wb") as fh:
+            for chunk in chunks:
+                digest.update(chunk)
+                fh.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.sha256[name] = digest.hexdigest()
+        return self.sha256[name]
+
+    def read(self, name: str) -> bytes:
+        return (self.path / name).read_bytes()
+
+
+@contextlib.contextmanager
+def staged(out: Path, *, force: bool) -> Iterator[PartialFolder]:
+    """A :class:`PartialFolder` beside ``out``, renamed to ``out`` when the block ends without an error
+    (replacing ``out`` only with ``force``); removed, with ``out`` untouched, when it raises."""
     out = Path(out)
     check_destination(out, force=force)
     try:
@@ -57,20 +100,25 @@ def write_atomically(out: Path, files: dict[str, bytes], *, force: bool) -> Path
     tmp = out.parent / f".{out.name}.partial-{tag}"
     old = out.parent / f".{out.name}.old-{tag}"
     try:
-        tmp.mkdir()
-        for name, data in files.items():
-            target = tmp / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _write(target, data)
-        if out.exists():
-            out.rename(old)  # empty, or force: keep it until the new folder is in place
-        tmp.rename(out)
-    except OSError as exc:
-        if old.exists() and not out.exists():
-            old.rename(out)
-        raise OutputError(f"{out}: cannot write output ({exc.strerror or exc})",
-                          hint="check free space and permissions") from None
+        try:
+            tmp.mkdir()
+            yield PartialFolder(tmp)
+            if out.exists():
+                out.rename(old)  # empty, or force: keep it until the new folder is in place
+            tmp.rename(out)
+        except OSError as exc:
+            if old.exists() and not out.exists():
+                old.rename(out)
+            raise OutputError(f"{out}: cannot write output ({exc.strerror or exc})",
+                              hint="check free space and permissions") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
-    return out
+
+
+def write_atomically(out: Path, files: dict[str, bytes], *, force: bool) -> Path:
+    """Write ``files`` (relative name -> bytes) as the folder ``out``; replace it only with ``force``."""
+    with staged(out, force=force) as folder:
+        for name, data in files.items():
+            folder.write(name, data)
+    return Path(out)

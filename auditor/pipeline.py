@@ -20,7 +20,7 @@ from .executors import open_executor
 from .errors import AuditorError, VerificationError
 from .evidence import Evidence, evidence_json_schema
 from .model_card import MODEL_CARD, build_model_card
-from .output import check_destination, write_atomically
+from .output import PartialFolder, check_destination, staged
 from .plan import RunPlan, plan_run
 from .policy import load_policy
 from .provenance import MANIFEST, SIGNATURE, build_manifest, canonical_bytes, environment
@@ -136,25 +136,36 @@ def _execute(plan: RunPlan, identity, run_id: str, started: datetime, *, out: Pa
             say("  no earlier completed run of this audit to compare with")
         else:
             changes = diff_audits(previous[0], previous[1], evidence, None)
-    files, manifest = package(plan, prepared, evidence, identity=identity, run_id=run_id, started=started,
-                              changes=changes, say=say, timestamp_url=timestamp_url)
-    write_atomically(out, files, force=force)
+    with staged(out, force=force) as folder:  # the evidence is streamed into it; the rest follows
+        files, manifest = package(plan, prepared, evidence, identity=identity, run_id=run_id, started=started,
+                                  changes=changes, say=say, timestamp_url=timestamp_url, folder=folder)
+        for name, data in files.items():
+            if name not in folder.sha256:
+                folder.write(name, data)
     return RunOutcome(out, evidence, manifest, identity is not None, sorted(files))
 
 
 def package(plan: RunPlan, prepared, evidence: Evidence, *, identity=None, run_id: str | None = None,
             started: datetime | None = None, changes=None, say=lambda *a: None,
-            timestamp_url: str | None = None) -> tuple[dict[str, bytes], dict]:
+            timestamp_url: str | None = None, folder: PartialFolder | None = None) -> tuple[dict[str, bytes], dict]:
     """Every output file of a computed audit, signed last: the evidence and its schema, the policy, the report
     (HTML, PDF with its signature), the CycloneDX model card, the manifest and the manifest's signature, and the
     in-toto attestation over all of them (signed runs only). With a timestamp authority (``timestamp_url``, else the policy's), the PDF
-    signature carries its timestamp and ``manifest.tsr`` its token over the manifest. Nothing is written here."""
+    signature carries its timestamp and ``manifest.tsr`` its token over the manifest.
+
+    Nothing is written here, except into ``folder`` (a :func:`~auditor.output.staged` output folder) when given:
+    ``evidence.json`` is then streamed into it and hashed as it is written, so its text is never held while the
+    report is rendered; it is read back once, after the PDF, for the model card and the manifest."""
     policy = plan.policy
     run_id = run_id or uuid.uuid4().hex
     started = started or datetime.now(timezone.utc)
-    evidence_bytes = evidence.to_json().encode("utf-8")
+    if folder is not None:
+        evidence_sha256 = folder.stream("evidence.json", evidence.json_chunks())
+    else:
+        evidence_bytes = evidence.to_json().encode("utf-8")
+        evidence_sha256 = hashlib.sha256(evidence_bytes).hexdigest()
     files: dict[str, bytes] = {
-        "evidence.json": evidence_bytes,
+        "evidence.json": b"",  # placeholder: keeps the files' order; the bytes are set after the PDF
         "evidence.schema.json": (json.dumps(evidence_json_schema(), indent=2) + "\n").encode("utf-8"),
         "policy.yaml": policy.file.read_bytes(),
     }
@@ -164,9 +175,11 @@ def package(plan: RunPlan, prepared, evidence: Evidence, *, identity=None, run_i
     signer = identity.describe(timestamp_url=timestamp_url) if identity else None
     say("  rendering HTML")
     html = render_html(evidence, generated_at=started, signer=signer,
-                       evidence_sha256=hashlib.sha256(evidence_bytes).hexdigest(), changes=changes)
+                       evidence_sha256=evidence_sha256, changes=changes)
     if "html" in plan.formats:
         files["report.html"] = html.encode("utf-8")
+        if folder is not None:
+            folder.write("report.html", files["report.html"])
     if "pdf" in plan.formats:
         say("  rendering PDF")
         pdf = render_pdf(html)
@@ -174,6 +187,8 @@ def package(plan: RunPlan, prepared, evidence: Evidence, *, identity=None, run_i
             say(f"  signing PDF as {identity.name}" + (f", timestamped by {timestamp_url}" if timestamp_url else ""))
             pdf = identity.sign_pdf(pdf, reason=f"Explainability audit {policy.audit.id}", timestamp_url=timestamp_url)
         files["report.pdf"] = pdf
+    del html
+    files["evidence.json"] = folder.read("evidence.json") if folder is not None else evidence_bytes
     files[MODEL_CARD] = build_model_card(files, started=started)  # before the manifest, which lists and signs it
     manifest = build_manifest(plan=plan, prepared=prepared, outputs=files,
                               run_id=run_id, started=_utc(started),

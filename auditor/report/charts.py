@@ -82,16 +82,20 @@ def _to_svg(fig, width_mm: float | None = None) -> Markup:
 
 
 def attribution_chart(items: list[tuple[str, float]], *, xlabel: str, width_in: float = 3.35) -> Markup:
-    """Horizontal diverging bars, largest |value| at the top, as hand-written SVG.
+    """Horizontal diverging bars, largest |value| at the top: hand-written SVG for the bars, the axis and its
+    ticks, with the feature names and the axis title as HTML text laid over and under it.
 
     This is the chart of every decision and method (hundreds per report), so it is drawn without
     matplotlib: a figure costs ~0.1 s to draw and its SVG several times longer to print than these few
-    rectangles and text lines (LIBRARY-NOTES: 100 decision pages 53 s with matplotlib, 19 s hand-built).
+    shapes (LIBRARY-NOTES: 100 decision pages 53 s with matplotlib, 19 s hand-built). WeasyPrint lays out
+    SVG text one letter at a time (a Pango layout per character) and HTML text one line at a time, so the
+    names, most of a chart's letters, are HTML: each is positioned on its bar's row, in percent of the
+    chart's height, so they stay aligned at any printed width. Bars of one colour are one path.
     The look follows the matplotlib charts: same colours, font, axis and tick style.
     """
     from matplotlib.ticker import MaxNLocator
 
-    row, top, bottom = 11.5, 3.0, 25.0  # points
+    row, top, bottom = 11.5, 3.0, 14.0  # points
     width = width_in * 72
     height = top + row * max(len(items), 1) + bottom
     left, right = width * 0.5, width - 6.0
@@ -102,30 +106,34 @@ def attribution_chart(items: list[tuple[str, float]], *, xlabel: str, width_in: 
         return left + (v + span) / (2 * span) * (right - left)
 
     font = 'font-family="DejaVu Sans" font-size="7.5" fill="#000"'
-    parts = [f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.1f} {height:.1f}" '
-             f'preserveAspectRatio="xMinYMin meet">']
+    bars: dict[str, list[str]] = {POSITIVE: [], NEGATIVE: []}
+    names = []
     for i, (label, v) in enumerate(items):
         y = top + i * row
         x0, x1 = sorted((x(0.0), x(v)))
-        parts.append(f'<rect x="{x0:.2f}" y="{y + row * 0.15:.2f}" width="{max(x1 - x0, 0.01):.2f}" '
-                     f'height="{row * 0.7:.2f}" fill="{POSITIVE if v > 0 else NEGATIVE}"/>')
-        parts.append(f'<text x="{left - 3:.1f}" y="{y + row * 0.5 + 2.6:.2f}" text-anchor="end" {font}>'
-                     f'{escape(_label(label, 31))}</text>')
+        bars[POSITIVE if v > 0 else NEGATIVE].append(
+            f"M{x0:.2f} {y + row * 0.15:.2f}h{max(x1 - x0, 0.01):.2f}v{row * 0.7:.2f}h{-max(x1 - x0, 0.01):.2f}z")
+        names.append(f'<span style="top:{(y + row * 0.5) / height * 100:.2f}%">{escape(_label(label, 31))}</span>')
     axis = top + row * max(len(items), 1)
-    parts.append(f'<line x1="{x(0.0):.2f}" y1="{top:.1f}" x2="{x(0.0):.2f}" y2="{axis:.1f}" '
-                 f'stroke="{NEUTRAL}" stroke-width="0.6"/>')
-    parts.append(f'<line x1="{left:.1f}" y1="{axis:.1f}" x2="{right:.1f}" y2="{axis:.1f}" stroke="#000" '
-                 'stroke-width="0.6"/>')
+    ticks = [f"M{x(0.0):.2f} {top:.1f}V{axis:.1f}"]
+    labels = []
     for t in MaxNLocator(nbins=4, symmetric=True).tick_values(-lim, lim):
         if abs(t) <= span:
             tx = x(t)
             text = f"{round(float(t), 10):g}".replace("-", "\u2212")
-            parts.append(f'<line x1="{tx:.2f}" y1="{axis:.1f}" x2="{tx:.2f}" y2="{axis + 3.5:.1f}" stroke="#000" '
-                         'stroke-width="0.6"/>')
-            parts.append(f'<text x="{tx:.2f}" y="{axis + 11.5:.1f}" text-anchor="middle" {font}>{text}</text>')
-    parts.append(f'<text x="{(left + right) / 2:.1f}" y="{axis + 22:.1f}" text-anchor="middle" {font}>'
-                 f'{escape(_label(xlabel, 60))}</text>')
-    parts.append("</svg>")
+            ticks.append(f"M{tx:.2f} {axis:.1f}V{axis + 3.5:.1f}")
+            labels.append(f'<text x="{tx:.2f}" y="{axis + 11.5:.1f}" text-anchor="middle" {font}>{text}</text>')
+    parts = [f'<div class="bars"><div class="bar-plot"><svg class="chart" xmlns="http://www.w3.org/2000/svg" '
+             f'viewBox="0 0 {width:.1f} {height:.1f}" preserveAspectRatio="xMinYMin meet">']
+    parts += [f'<path d="{"".join(d)}" fill="{colour}"/>' for colour, d in bars.items() if d]
+    parts.append(f'<path d="{ticks[0]}" stroke="{NEUTRAL}" stroke-width="0.6" fill="none"/>')
+    parts.append(f'<path d="M{left:.1f} {axis:.1f}H{right:.1f}{"".join(ticks[1:])}" stroke="#000" '
+                 'stroke-width="0.6" fill="none"/>')
+    parts += labels
+    parts.append(f'</svg><div class="bar-names" style="right:{(width - left + 3) / width * 100:.2f}%">')
+    parts += names
+    parts.append(f'</div></div><div class="bar-axis" style="margin-left:{left / width * 100:.2f}%;'
+                 f'margin-right:{(width - right) / width * 100:.2f}%">{escape(_label(xlabel, 60))}</div></div>')
     return Markup("".join(parts))
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["render_pdf"]
+
+_SCREEN_ONLY_ROW = re.compile(r'<tr class="[^"]*\bscreen-only\b[^"]*"[^>]*>.*?</tr>', re.S)
+"""A register row the PDF leaves out (beyond the printed rows, views.PRINT_LIMIT): WeasyPrint lays out a row that
+print CSS hides, so it is removed from what WeasyPrint reads. The register's rows hold no nested row."""
 
 
 def render_pdf(html: str) -> bytes:
@@ -15,4 +21,4 @@ def render_pdf(html: str) -> bytes:
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
     fetcher = URLFetcher(allowed_protocols={"data"}, allow_redirects=False)
-    return weasyprint.HTML(string=html, url_fetcher=fetcher).write_pdf()
+    return weasyprint.HTML(string=_SCREEN_ONLY_ROW.sub("", html), url_fetcher=fetcher).write_pdf()

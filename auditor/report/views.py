@@ -19,8 +19,10 @@ __all__ = ["build_view"]
 
 AUDIENCE = {"medical": "Clinical reviewers", "finance": "Model risk management"}
 CASE_WORD = {"medical": "Case", "finance": "Decision"}
-REGISTER_LIMIT = 2000
-"""Rows of the decision register per model; beyond it the report points to evidence.json."""
+PRINT_LIMIT = 1000
+"""Rows of the decision register per model in the PDF (the HTML lists every decision): misclassified and adverse
+decisions first, then in sample order; the printed register says where the others are (the HTML, evidence.json).
+Printing is the limit: WeasyPrint lays out a register line in tens of milliseconds."""
 
 
 def _anchor(*parts: Any) -> str:
@@ -131,7 +133,10 @@ def _subject(evidence: Evidence, si: int, report: dict) -> dict[str, Any]:
         keep = {d["at"] for d in ranked[:limit]}
         for d in decisions:
             d["detailed"] = d["at"] in keep
-        view["register"] = {"rows": decisions[:REGISTER_LIMIT], "omitted": max(0, len(decisions) - REGISTER_LIMIT),
+        printed = {d["at"] for d in ranked[:PRINT_LIMIT]}
+        for d in decisions:
+            d["printed"] = d["at"] in printed
+        view["register"] = {"rows": decisions, "printed": len(printed), "unprinted": len(decisions) - len(printed),
                             "top_method": next((d["attributing"][0]["title"] for d in decisions if d["attributing"]),
                                                None)}
         view["decisions"] = [d for d in decisions if d["detailed"]]

@@ -86,15 +86,21 @@ class FeatureSpace:
         columns = {}
         for i, f in enumerate(self.features):
             if f.type == "categorical":
-                cats = np.asarray(list(self.categories[i]) + [np.nan], dtype=object)
-                column = X[:, i]
-                gone = np.isnan(column)
-                codes = np.clip(np.rint(np.where(gone, 0, column)).astype(np.int64), 0, len(cats) - 2)
-                codes[gone] = len(cats) - 1
+                cats, codes = self.category_codes(X, i)
                 columns[f.name] = cats[codes]
             else:
                 columns[f.name] = X[:, i]
         return pd.DataFrame(columns)
+
+    def category_codes(self, X: np.ndarray, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Categorical feature ``i`` of the feature-space matrix ``X``: its categories with NaN after them (an object
+        array), and each row's index into that array (a missing value's is the NaN's)."""
+        cats = np.asarray(list(self.categories[i]) + [np.nan], dtype=object)
+        column = X[:, i]
+        gone = np.isnan(column)
+        codes = np.clip(np.rint(np.where(gone, 0, column)).astype(np.int64), 0, len(cats) - 2)
+        codes[gone] = len(cats) - 1
+        return cats, codes
 
     def encode(self, frame: pd.DataFrame) -> np.ndarray:
         """DataFrame of original values -> feature-space matrix (categories as codes).

@@ -12,6 +12,7 @@ PyTorch adapters also expose a differentiable path for gradient methods. Files a
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,10 +199,9 @@ class ModelAdapter(ClassifierView):
             import torch
 
             n = len(X)
-            padded = np.concatenate([X, np.repeat(X[-1:], -n % TORCH_ROWS, axis=0)]) if n % TORCH_ROWS else X
-            inputs = self.to_tensor(padded)
-            with torch.no_grad():
-                proba = torch.cat([self.torch_forward(block) for block in inputs.split(TORCH_ROWS)])
+            inputs = self.encoded(X, np.float32, pad_to=TORCH_ROWS)
+            with torch.no_grad(), _one_thread(torch):
+                proba = torch.cat([self.torch_forward(block) for block in torch.from_numpy(inputs).split(TORCH_ROWS)])
             proba = proba[:n].double().numpy()
             if self.regression:
                 return proba
@@ -209,17 +209,25 @@ class ModelAdapter(ClassifierView):
         if self.framework == "array":
             return self.estimator(self.encoded(X))
         if self.regression:
-            return np.asarray(self.estimator.predict(self._sklearn_input(X)), dtype=np.float64).reshape(len(X), -1)
-        return np.asarray(self.estimator.predict_proba(self._sklearn_input(X)), dtype=np.float64)
+            return np.asarray(self.estimator.predict(self.sklearn_input(X)), dtype=np.float64).reshape(len(X), -1)
+        return np.asarray(self.estimator.predict_proba(self.sklearn_input(X)), dtype=np.float64)
 
-    def _sklearn_input(self, X: np.ndarray):
-        frame = self.space.decode(X)
+    def sklearn_input(self, X: np.ndarray):
+        """The original values a scikit-learn model takes (``space.decode``): a DataFrame in its training columns'
+        order when it was fitted on one, else a matrix (object, categories by name, when there are categorical
+        features)."""
         names = getattr(self.estimator, "feature_names_in_", None)
-        if names is not None:
-            return frame[list(names)]
-        if self.space.categorical_indices:
-            return frame.to_numpy(dtype=object)
-        return X
+        if names is None and not self.space.categorical_indices:
+            return X
+        import pandas as pd
+
+        if names is None:
+            out = np.empty(X.shape, dtype=object)
+            for i in range(X.shape[1]):
+                out[:, i] = _original(pd, self.space, X, i, frame=False)
+            return out
+        index = {name: i for i, name in enumerate(self.space.names)}
+        return pd.DataFrame({name: _original(pd, self.space, X, index[str(name)]) for name in names}, copy=False)
 
     # --- torch: differentiable path ----------------------------------------------------------------
 
@@ -227,24 +235,36 @@ class ModelAdapter(ClassifierView):
         """Feature space -> model input tensor (one-hot or ordinal categories, float32)."""
         import torch
 
-        return torch.as_tensor(self.encoded(X), dtype=torch.float32)
+        return torch.from_numpy(self.encoded(X, np.float32))
 
-    def encoded(self, X: np.ndarray) -> np.ndarray:
-        """Feature space -> the encoded matrix a PyTorch, ONNX or booster model takes (float64)."""
+    def encoded(self, X: np.ndarray, dtype=np.float64, pad_to: int = 1) -> np.ndarray:
+        """Feature space -> the encoded matrix a PyTorch, ONNX or booster model takes (float64, or ``dtype``),
+        written in one pass into one array; with ``pad_to``, the last row repeated up to a multiple of that many
+        rows."""
         X = np.asarray(X, dtype=np.float64)
-        if self.spec.categorical_encoding == "onehot" and self.space.categorical_indices:
-            cols = []
-            for i, f in enumerate(self.space.features):
-                if f.type == "categorical":
-                    k = len(self.space.categories[i])
-                    gone = np.isnan(X[:, i])
-                    onehot = np.eye(k)[np.clip(np.rint(np.where(gone, 0, X[:, i])).astype(int), 0, k - 1)]
-                    onehot[gone] = np.nan  # a missing category reaches the network as missing, not as a code
-                    cols.append(onehot)
-                else:
-                    cols.append(X[:, i : i + 1])
-            X = np.concatenate(cols, axis=1)
-        return X
+        n = len(X)
+        rows = n + (-n % pad_to if n else 0)
+        cats = self.space.categorical_indices
+        if not (self.spec.categorical_encoding == "onehot" and cats):
+            out = np.empty((rows, X.shape[1]), dtype=dtype)
+            out[:n] = X
+        else:
+            widths = np.array([len(c) if i in cats else 1 for i, c in enumerate(self.space.categories)])
+            first = np.concatenate([[0], np.cumsum(widths)[:-1]])  # each feature's first input column
+            numbers = [i for i in range(X.shape[1]) if i not in cats]
+            out = np.zeros((rows, int(widths.sum())), dtype=dtype)
+            out[:n, first[numbers]] = X[:, numbers]
+            codes = X[:, cats]
+            gone = np.isnan(codes)
+            codes = np.clip(np.rint(np.where(gone, 0, codes)).astype(np.int64), 0, widths[cats] - 1)
+            # one cell set per row and category: row offset + the feature's first column + the category's code
+            out.reshape(-1)[(np.arange(n) * out.shape[1])[:, None] + first[cats] + codes] = 1
+            for j in np.flatnonzero(gone.any(axis=0)):  # a missing category reaches the network as missing
+                i = cats[j]
+                out[np.flatnonzero(gone[:, j]), first[i] : first[i] + widths[i]] = np.nan
+        if rows > n:
+            out[n:] = out[n - 1]
+        return out
 
     def torch_forward(self, inputs):
         """Probabilities from model inputs, differentiable (softmax over logits if needed); a regression model's
@@ -256,6 +276,37 @@ class ModelAdapter(ClassifierView):
         if self.spec.logits:
             out = out.softmax(dim=-1)
         return out
+
+
+def _original(pd, space: FeatureSpace, X: np.ndarray, i: int, frame: bool = True):
+    """Feature ``i`` of ``X`` in original values, as ``space.decode`` gives it: a number as it is, a category by its
+    value, missing as NaN. For a DataFrame (``frame``) a categorical column is taken from its values in the dtype
+    pandas gives them (its string dtype, for text), in one vectorised take: pandas would otherwise convert every
+    row's Python string, which costs about as much as the model's own encoding."""
+    if space.features[i].type != "categorical":
+        return X[:, i]
+    cats, codes = space.category_codes(X, i)
+    if frame:
+        values = pd.Series(cats).array
+        if values.dtype != object:  # pandas' own type for these values (str): take from it
+            return values.take(codes)
+    return cats[codes]
+
+
+@contextmanager
+def _one_thread(torch):
+    """Score blocks on this thread alone: a block of TORCH_ROWS rows is too small to share between threads, and
+    handing each operation to a thread pool costs more than the operation (far more on a busy machine). The
+    results do not depend on the number of threads; LIME's engine scores its chunks on threads of its own."""
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def load_model(spec: ModelSpec, policy: Policy, dataset: Dataset, background: Dataset | None = None) -> ModelAdapter:

@@ -238,3 +238,48 @@ def test_predict_proba_chunks_large_batches(tiny, monkeypatch):
     whole = adapter.predict_proba(X)
     monkeypatch.setattr(models, "PREDICT_BATCH", 7)  # a constant of ours, not a library mock
     np.testing.assert_allclose(adapter.predict_proba(X), whole, rtol=0, atol=1e-15)
+
+
+# --- the model's own input form, built in one pass ----------------------------------------------------------
+
+
+def _onehot_by_columns(space, X):
+    """The one-hot encoding written out feature by feature (what ``encoded`` computes in one pass)."""
+    cols = []
+    for i, f in enumerate(space.features):
+        if f.type == "categorical":
+            k = len(space.categories[i])
+            gone = np.isnan(X[:, i])
+            onehot = np.eye(k)[np.clip(np.rint(np.where(gone, 0, X[:, i])).astype(int), 0, k - 1)]
+            onehot[gone] = np.nan
+            cols.append(onehot)
+        else:
+            cols.append(X[:, i:i + 1])
+    return np.concatenate(cols, axis=1)
+
+
+def test_credit_models_take_the_same_inputs_as_decoded_rows():
+    """The credit sample's Pipeline gets the DataFrame ``space.decode`` gives (same columns, values and dtypes),
+    and its MLP the one-hot matrix written out feature by feature, also with missing categories and padding."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    policy = load_policy(Path(__file__).resolve().parents[1] / "policies" / "credit_finance.yaml")
+    prepared = {p.model.id: p for p in prepare(policy)}
+    pipeline, mlp = prepared["gbm"].model, prepared["mlp"].model
+    X = prepared["gbm"].background.X[:57].copy()
+    cats = pipeline.space.categorical_indices
+    assert cats, "the credit sample has categorical features"
+    X[::5, cats[0]] = np.nan  # a missing category
+    frame = pipeline.sklearn_input(X)
+    expected = pipeline.space.decode(X)[list(pipeline.estimator.feature_names_in_)]
+    pd.testing.assert_frame_equal(frame, expected)
+    whole = ~np.isnan(X).any(axis=1)  # the Pipeline's encoder refuses a missing category
+    np.testing.assert_array_equal(pipeline.predict_proba(X[whole]), pipeline.estimator.predict_proba(expected[whole]))
+    for dtype, pad in ((np.float64, 1), (np.float32, 512)):
+        out = mlp.encoded(X, dtype, pad_to=pad)
+        want = _onehot_by_columns(mlp.space, X).astype(dtype)
+        assert out.dtype == dtype and len(out) == len(X) + (-len(X) % pad)
+        np.testing.assert_array_equal(out[:len(X)], want)
+        np.testing.assert_array_equal(out[len(X):], np.repeat(want[-1:], len(out) - len(X), axis=0))

@@ -369,9 +369,16 @@ class Counterfactuals(Explainer):
         candidates = [np.empty((0, len(names)))] * len(batch)
         for k, rows_found in zip(rows, found):
             candidates[k] = rows_found
+        # every decision's candidates re-scored in one model call: a call per decision costs a pipeline its fixed
+        # overhead each time. Trees, and networks (scored in fixed blocks), score a row the same whatever rows share
+        # the call; a model scored by a matrix product (a linear model) can differ in the last bits, as in the search
+        ends = np.cumsum([len(c) for c in candidates])
+        scores = model.outputs(np.concatenate(candidates)) if len(ends) and ends[-1] else None
         results = []
         for k, X_cf in enumerate(candidates):
-            r = self._validate(model, batch.X[k], proba[k], X_cf, spans, targets[k], searched=bool(ask[k]))
+            scored = None if scores is None else scores[ends[k] - len(X_cf):ends[k]]
+            r = self._validate(model, batch.X[k], proba[k], X_cf, spans, targets[k], searched=bool(ask[k]),
+                               scores=scored)
             if not ask[k] and r.not_asked is None:
                 r.not_asked = "not adverse"
             if ask[k] and is_adverse[k]:
@@ -391,9 +398,10 @@ class Counterfactuals(Explainer):
         return text + (f"; {'; '.join(ranges)}" if ranges else "") + f"; {self.spec.count} asked per decision"
 
     def _validate(self, model, x: np.ndarray, p: np.ndarray, X_cf: np.ndarray, spans,
-                  target=None, searched: bool = True) -> CounterfactualsResult:
+                  target=None, searched: bool = True, scores: np.ndarray | None = None) -> CounterfactualsResult:
         """Re-score the candidates ``X_cf`` (feature-space rows) and keep those that reach the target (a class, any
-        but the decision's for ``-1 - c``, or a regression model's score range) and obey the constraints."""
+        but the decision's for ``-1 - c``, or a regression model's score range) and obey the constraints.
+        ``scores``: the model's outputs for ``X_cf`` when already computed."""
         space = model.space
         if target is None:
             target = int(_any_other(int(p.argmax()), len(model.classes)))
@@ -403,7 +411,7 @@ class Counterfactuals(Explainer):
         if done:  # already the desired class (or score): nothing to find
             X_cf = X_cf[:0]
         if len(X_cf):
-            proba = model.outputs(X_cf)
+            proba = model.outputs(X_cf) if scores is None else scores
             reached = at_target(model, proba, np.repeat(target[None], len(proba), axis=0))
             for row, pr, ok in zip(X_cf, proba, reached):
                 if not ok:
@@ -414,7 +422,7 @@ class Counterfactuals(Explainer):
                     valid.append((row, pr))
         cfs = []
         for row, pr in valid:
-            changed = [i for i in range(len(x)) if not _same(x[i], row[i])]
+            changed = np.flatnonzero(~_same_values(x, row)).tolist()
             cfs.append(Counterfactual(
                 changes={space.names[i]: Change(before=_value(space, i, x[i]), after=_value(space, i, row[i]))
                          for i in changed},
@@ -526,6 +534,13 @@ def _spans(background: np.ndarray) -> np.ndarray:
 
 def _distance(space, a: np.ndarray, b: np.ndarray, spans: np.ndarray) -> float:
     """Mean per-feature distance: a category changed, or a missing value filled, counts 1; a number |Δ| / range."""
-    parts = [float(not _same(a[i], b[i])) if f.type == "categorical" or np.isnan(a[i]) or np.isnan(b[i])
-             else abs(a[i] - b[i]) / spans[i] for i, f in enumerate(space.features)]
+    discrete = np.array([f.type == "categorical" for f in space.features]) | np.isnan(a) | np.isnan(b)
+    parts = np.where(discrete, (~_same_values(a, b)).astype(np.float64), np.abs(a - b) / spans)
     return float(np.mean(parts))
+
+
+def _same_values(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`_same` feature by feature."""
+    gone_a, gone_b = np.isnan(a), np.isnan(b)
+    close = np.abs(a - b) <= 1e-9 * np.maximum(1.0, np.abs(a))
+    return np.where(gone_a | gone_b, gone_a & gone_b, close)

@@ -122,7 +122,7 @@ class BatchedRandomSearch:
         # candidate starts with a value inside the range (DiCE leaves it, and such candidates fail the checks).
         outside = np.repeat(self._outside(X)[:, None, :], size, axis=1)
         candidates[outside] = draws[outside]
-        pools: list[np.ndarray] = [np.empty((0, n)) for _ in range(d)]
+        found: list[list[np.ndarray]] = [[] for _ in range(d)]  # per decision, each round's hits
         active = np.ones(d, dtype=bool)
         every = np.arange(size)
         for round_ in range(1, len(self.vary) + 1):
@@ -136,9 +136,10 @@ class BatchedRandomSearch:
             for j, k in enumerate(live):
                 hits = self._reaches(p[j], targets[np.full(size, k)])
                 if hits.any():
-                    pools[k] = np.unique(np.concatenate([pools[k], candidates[k, hits]]), axis=0)
-                if round_ >= 2 and len(pools[k]) >= count:
+                    found[k].append(candidates[k, hits])
+                if round_ >= 2 and _distinct(found[k], count):
                     active[k] = False
+        pools = [np.unique(np.concatenate(f), axis=0) if f else np.empty((0, n)) for f in found]
         return [self._choose(pool, X[k], count, rngs[k]) for k, pool in enumerate(pools)]
 
     @staticmethod
@@ -222,6 +223,15 @@ class BatchedRandomSearch:
             return p[np.arange(len(p)), targets] >= self.THRESHOLD
         predicted = p.argmax(axis=1)
         return np.where(targets >= 0, predicted == targets, predicted != -1 - targets)
+
+
+def _distinct(parts: list[np.ndarray], count: int) -> bool:
+    """Whether the rows of ``parts`` hold at least ``count`` distinct rows (as ``np.unique`` counts them), looking
+    at the first few rows before all of them."""
+    if sum(len(p) for p in parts) < count:
+        return False
+    rows = np.concatenate(parts)
+    return len(np.unique(rows[: 8 * count], axis=0)) >= count or len(np.unique(rows, axis=0)) >= count
 
 
 def _decimals(column: np.ndarray) -> int:

@@ -490,11 +490,11 @@ def _fast_undiscretize(discretizer) -> None:
         mass = np.where(left, ndtr(b), ndtr(-a)) - low
         offset, slope = np.where(left, low, low + mass), np.where(left, mass, -mass)
         scale = stds * np.where(left, 1.0, -1.0)
-        # per bin (row): offset, slope, mean, scale, whether to draw, and lime's value where a bin has one value
-        bins[feature] = np.stack([offset, slope, means, scale, a != b, a], axis=1)
+        # per bin (column): offset, slope, mean, scale, whether to draw, and lime's value where a bin has one value
+        bins[feature] = np.stack([offset, slope, means, scale, a != b, a])
 
     def get_undiscretize_values(feature, values):
-        offset, slope, mean, scale, draw, lower = np.moveaxis(bins[feature][values], -1, 0)
+        offset, slope, mean, scale, draw, lower = bins[feature][:, values]
         if draw.all():
             q = discretizer.random_state.uniform(size=values.shape)  # what truncnorm.rvs draws
             return mean + scale * ndtri(offset + q * slope)

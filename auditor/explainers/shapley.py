@@ -8,19 +8,30 @@ Averaged over a seeded sample of the reference (background) rows, these are *int
 values: they sum to f(x) - E[f(reference row)] (efficiency). Categorical features are switched as one
 feature, whatever the model's encoding of them.
 
-Two engines:
+Engines (``engine: auto``, the default, takes ``tree`` when the model is a tree ensemble the auditor reads, and
+``batched`` otherwise; the evidence names the engine that ran):
 
-- ``batched`` (default): Captum's ``ShapleyValueSampling`` algorithm (baseline Shapley by permutation
+- ``tree``: exact values for tree ensembles (:mod:`auditor.explainers.treeshap`: interventional TreeSHAP,
+  Lundberg et al. 2020, Algorithm 3, over every decision and background row at once). scikit-learn's decision
+  trees, random forests, extra trees, gradient boosting and histogram gradient boosting (without categorical
+  splits), XGBoost (gbtree) and LightGBM boosters, binary or regression, and multiclass forests; bare or after a
+  Pipeline whose preprocessing maps each feature on its own (scalers, imputers, one-hot and ordinal encoders).
+  Where the output is the sum of the trees (forests' probabilities, regression scores) the values are the exact
+  Shapley values of the output. Where the probability is the logistic function of the summed log-odds (boosted
+  classifiers) they are the exact values of the log-odds, each background row's rescaled so that they add up to
+  its difference of probability, (p(x) - p(z)) / (g(x) - g(z)): what shap's ``TreeExplainer`` computes with
+  ``model_output="probability"`` (shap compares rows with thresholds rounded to float32, so it routes a row near
+  a split unlike the model now and then; the engine routes as the model does). The exact values of the
+  probability itself cost time exponential in the features a decision and a reference row route apart on, so no
+  engine here computes them for a boosted model; the sampling engines estimate them. The engine first checks
+  that the trees it read reproduce the model's own output on the background rows (else ``auto`` samples, and the
+  parameters say why). ``bench/shapley_trees.py`` measures it against shap.
+- ``batched``: Captum's ``ShapleyValueSampling`` algorithm (baseline Shapley by permutation
   sampling) for every background row and every decision at once, with one model call per chunk of
   perturbed rows instead of Captum's call per permutation step. Each decision draws its permutations
   with ``torch.randperm`` from a generator seeded by its id, as Captum does from the seeded global
   generator, so ``tests/test_shapley.py`` holds it to Captum itself.
 - ``reference``: Captum's ``ShapleyValueSampling`` per decision, over the background rows.
-
-There is no exact tree engine: shap's interventional ``TreeExplainer`` is exact for a tree ensemble's
-raw margin (log-odds), but its probability output is not the exact Shapley value of the probability
-(measured: up to 0.02 away from enumeration on a 60-tree gradient-boosting model), and probability is
-the unit every attribution in the report shares.
 
 The quality figure per decision is the efficiency gap, |sum of values - (f(x) - mean f(reference))|,
 with the mean over the whole reference population: it includes how far the sampled background rows'
@@ -35,8 +46,10 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from ..numbers import listed, num
+from ..errors import ExplanationError
 from .base import (Batch, Explainer, ExplainerSpec, MethodSummary, Notes, Observation, Progress,
                    attribution_targets, decision_seed)
+from .treeshap import read_trees, tree_values
 
 __all__ = ["Shapley", "ShapleyResult", "ShapleySpec", "ShapleySummary", "background_rows"]
 
@@ -46,10 +59,12 @@ CHUNK_ROWS = 250_000
 
 class ShapleySpec(ExplainerSpec):
     type: Literal["shapley"]
-    engine: Literal["batched", "reference"] = Field(
-        default="batched",
-        description="batched: Captum's permutation-sampling algorithm for every decision and background row at once "
-        "(tested for parity with Captum); reference: Captum's ShapleyValueSampling per decision.",
+    engine: Literal["auto", "tree", "batched", "reference"] = Field(
+        default="auto",
+        description="auto: tree when the model is a tree ensemble the auditor reads, else batched; tree: exact values "
+        "from the model's trees (for boosted classifiers, exact in log-odds and rescaled to probability per "
+        "background row); batched: Captum's permutation-sampling algorithm for every decision and background row at "
+        "once (tested for parity with Captum); reference: Captum's ShapleyValueSampling per decision.",
     )
     background_rows: int = Field(
         default=100, ge=1, le=100_000,
@@ -64,8 +79,8 @@ class ShapleySpec(ExplainerSpec):
     )
     n_samples: int = Field(
         default=25, ge=1, le=10_000,
-        description="Feature permutations per decision (Captum's n_samples); the values' sampling error shrinks "
-        "with its square root.",
+        description="Feature permutations per decision (Captum's n_samples; the sampling engines only); the values' "
+        "sampling error shrinks with its square root.",
     )
     warn_efficiency_gap: float | None = Field(
         default=None, gt=0,
@@ -119,9 +134,14 @@ class Shapley(Explainer):
     notes = Notes(
         computes="Each feature's average marginal contribution to the model's probability over the orders in which "
                  "the features can be switched from a reference row's values to the decision's, averaged over a "
-                 "seeded sample of rows of the reference population (interventional Shapley values). Permutations "
-                 "are sampled as Captum's ShapleyValueSampling does, for every decision at once (engine batched, "
-                 "tested for parity with Captum). Categorical features are switched as one feature.",
+                 "seeded sample of rows of the reference population (interventional Shapley values). For a tree "
+                 "ensemble (engine tree) the values are computed exactly from the model's trees (interventional "
+                 "TreeSHAP): exact Shapley values of the probability when it is the sum of the trees (forests) or of "
+                 "a regression score; for a boosted classifier, whose probability is the logistic function of summed "
+                 "log-odds, exact values of the log-odds rescaled per reference row to add up to its difference of "
+                 "probability (as shap's TreeExplainer does). Otherwise permutations are sampled as Captum's "
+                 "ShapleyValueSampling does, for every decision at once (engine batched, tested for parity with "
+                 "Captum). Categorical features are switched as one feature.",
         reading="Values are in probability units and sum to the decision's probability minus the mean probability "
                 "over the reference population (efficiency): a positive value pushes the decision towards the "
                 "attributed class, relative to a typical reference row. The quality figure is the efficiency gap, "
@@ -129,10 +149,14 @@ class Shapley(Explainer):
         limits="Interventional values break correlations between features: a feature's contribution is measured on "
                "combinations of values that may not occur together. The values describe the model relative to the "
                "reference population named below; another reference gives other values. Sampled permutations add "
-               "noise that shrinks with n_samples.",
+               "noise that shrinks with n_samples. A boosted classifier's tree values are exact for its log-odds; in "
+               "probability they are a rescaling, which adds up exactly but can share an interaction between features "
+               "differently from the exact Shapley values of the probability.",
         cite="E. Štrumbelj, I. Kononenko. Explaining prediction models and individual predictions with feature "
              "contributions. Knowledge and Information Systems 41, 2014; S. M. Lundberg, S.-I. Lee. A Unified "
-             "Approach to Interpreting Model Predictions. NeurIPS 2017.",
+             "Approach to Interpreting Model Predictions. NeurIPS 2017; S. M. Lundberg et al. From local "
+             "explanations to global understanding with explainable AI for trees. Nature Machine Intelligence 2, "
+             "2020.",
     )
     Spec = ShapleySpec
     Results = (ShapleyResult,)
@@ -142,6 +166,17 @@ class Shapley(Explainer):
     partial = "partials/methods/shapley.html.j2"
     attribution_field = "attributions"
 
+    @classmethod
+    def check(cls, spec: ShapleySpec, model) -> list[tuple[str, str, str]]:
+        if spec.engine != "tree":
+            return []
+        trees = read_trees(model)
+        if trees is None or isinstance(trees, str):
+            why = trees or "it is not a tree ensemble"
+            return [("engine", f"the tree engine cannot read {model.id!r} ({model.kind}): {why}",
+                     "use engine: auto (it samples permutations for such a model) or batched")]
+        return []
+
     def explain(self, model, batch: Batch, *, background, seed, progress: Progress | None = None):
         reference = model.outputs(background)
         expected = reference.mean(axis=0)
@@ -149,8 +184,27 @@ class Shapley(Explainer):
         bg = background_rows(background, self.spec.background_rows, seed, scores=scores)
         proba = model.outputs(batch.X)
         targets = attribution_targets(model, proba)
-        engine = {"batched": self._batched, "reference": self._captum}[self.spec.engine]
-        values = engine(model, batch, bg, targets, seed, progress)
+        engine, extra, values = self.spec.engine, {}, None
+        if engine in ("auto", "tree"):
+            trees = read_trees(model)
+            why = "it is not a tree ensemble" if trees is None else trees if isinstance(trees, str) else None
+            if why is None:
+                values, why = tree_values(trees, model, batch.X, bg, targets, proba, model.outputs(bg))
+            if why is None:
+                engine = "tree"
+                extra = {"trees": trees.trees.count,
+                         "tree_output": "log-odds, rescaled per background row" if trees.link == "logistic" else
+                         ("score" if model.regression else "probability")}
+                if progress:
+                    progress(len(batch))
+            elif engine == "tree":
+                raise ExplanationError(f"model {model.id!r}: the tree engine cannot explain it: {why}",
+                                       hint="use engine: auto or batched")
+            else:
+                engine, extra = "batched", {"tree_engine_declined": why} if trees is not None else {}
+        if values is None:
+            values = {"batched": self._batched, "reference": self._captum}[engine](model, batch, bg, targets, seed,
+                                                                                 progress)
         results = []
         for k, row in enumerate(values):
             t = int(targets[k])
@@ -160,11 +214,12 @@ class Shapley(Explainer):
                 output=float(proba[k, t]), expected_value=float(expected[t]), attribution_sum=total,
                 efficiency_gap=abs(total - (float(proba[k, t]) - float(expected[t])))))
         bound = self.spec.warn_efficiency_gap or (0.02 * float(reference[:, 0].std()) if model.regression else 0.02)
-        parameters = {"engine": self.spec.engine, "background_rows": len(bg), "reference_rows": len(background),
+        parameters = {"engine": engine, "background_rows": len(bg), "reference_rows": len(background),
                       "warn_efficiency_gap": bound,
-                      "background_sample": self.spec.background_sample if len(bg) < len(background) else "all rows",
-                      "n_samples": self.spec.n_samples}
-        return results, parameters
+                      "background_sample": self.spec.background_sample if len(bg) < len(background) else "all rows"}
+        if engine != "tree":
+            parameters["n_samples"] = self.spec.n_samples
+        return results, parameters | extra
 
     # --- engines: each returns (decisions, features) values towards each decision's target ---------------
 
@@ -246,7 +301,7 @@ class Shapley(Explainer):
             return None, []
         bound = parameters.get("warn_efficiency_gap") or self.spec.warn_efficiency_gap or 0.02
         flagged = [i for i, r in zip(decision_ids, results) if r.efficiency_gap > bound]
-        summary = ShapleySummary(decisions=len(results), engine=self.spec.engine,
+        summary = ShapleySummary(decisions=len(results), engine=parameters.get("engine", self.spec.engine),
                                  background_rows=parameters["background_rows"],
                                  reference_rows=parameters["reference_rows"],
                                  max_efficiency_gap=max(r.efficiency_gap for r in results),

@@ -55,12 +55,16 @@ REFERENCES = (("evidence.json", "evidence", "The audit's evidence: every figure 
               ("policy.yaml", "configuration", "The audit policy as it was run."))
 
 
-def build_model_card(files: dict[str, bytes], *, started: datetime) -> bytes:
+def build_model_card(files: dict[str, bytes], *, started: datetime, evidence: dict | None = None) -> bytes:
     """The card for the output files ``files`` (file name -> bytes; ``evidence.json`` among them) of a run that
-    started at ``started``, as canonical JSON (sorted keys, 2-space indent, trailing newline)."""
-    evidence_bytes = files["evidence.json"]
-    evidence = json.loads(evidence_bytes)
-    digest = hashlib.sha256(evidence_bytes).hexdigest()
+    started at ``started``, as canonical JSON (sorted keys, 2-space indent, trailing newline).
+
+    ``evidence``: the evidence as ``evidence.json`` reads back (``Evidence.model_dump(mode="json")``, which is what
+    that file's text is made from), when the caller has it; the per-decision explanations may be left out, as the
+    card reads none of them. Without it the file's bytes are parsed, which at 10,000 decisions holds a copy of
+    every explanation as Python objects."""
+    if evidence is None:
+        evidence = json.loads(files["evidence.json"])
     audit = evidence.get("audit", {})
     by_model: dict[str, list[int]] = {}
     for i, subject in enumerate(evidence["subjects"]):

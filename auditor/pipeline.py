@@ -189,7 +189,10 @@ def package(plan: RunPlan, prepared, evidence: Evidence, *, identity=None, run_i
         files["report.pdf"] = pdf
     del html
     files["evidence.json"] = folder.read("evidence.json") if folder is not None else evidence_bytes
-    files[MODEL_CARD] = build_model_card(files, started=started)  # before the manifest, which lists and signs it
+    # before the manifest, which lists and signs it; from the evidence without its decisions, not a parse of the file
+    summary = evidence.model_dump(mode="json", exclude={"subjects": {"__all__": {"decisions"}}})
+    files[MODEL_CARD] = build_model_card(files, started=started, evidence=summary)
+    del summary
     manifest = build_manifest(plan=plan, prepared=prepared, outputs=files,
                               run_id=run_id, started=_utc(started),
                               finished=_utc(datetime.now(timezone.utc)), signer=signer)

@@ -45,6 +45,9 @@ def build_view(evidence: Evidence, *, generated_at: datetime | None = None) -> d
         "findings": _findings(evidence),
         "data_checks": _data_checks(evidence),
         "fairness": any(s.get("fairness") for s in subjects),
+        # the subjects' observations split once: checks (warnings) in the summary, notes in Appendix B
+        "checks": [o for s in subjects for o in s["observations"] if o["level"] == "warn"],
+        "notes": [o for s in subjects for o in s["observations"] if o["level"] != "warn"],
         "methods": _appendix(evidence),
         "top_features": report["top_features"],
         "warnings": evidence.warnings,

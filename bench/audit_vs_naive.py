@@ -149,7 +149,7 @@ def phase(key: tuple, out: dict, name: str):
 
 
 # The auditor's own silencer for DiCE's and LIME's progress bars and warnings: both sides run equally quiet.
-from auditor.explainers.counterfactuals import _quiet as quiet  # noqa: E402
+from auditor.explainers.dice_reference import _quiet as quiet  # noqa: E402
 
 
 def seed_everything(seed: int) -> None:
@@ -415,7 +415,7 @@ class CountingDiceModel:
     """The auditor's DiCE model wrapper (same data/model setup), counting the rows DiCE scores."""
 
     def __init__(self, adapter) -> None:
-        from auditor.explainers.counterfactuals import _DiceModel
+        from auditor.explainers.dice_reference import _DiceModel
 
         self.inner = _DiceModel(adapter)
         self.rows = 0
@@ -500,7 +500,7 @@ def naive_side(inputs: Inputs, n: int, m: int, rows_n, rows_m, adapters: dict, *
     # DiCE: the auditor's data/model setup, then a plain loop, one decision per call.
     import dice_ml
 
-    from auditor.explainers.counterfactuals import _typed
+    from auditor.explainers.dice_reference import _typed
 
     raw: dict = {}
     counts: dict = {}
@@ -1014,6 +1014,9 @@ def pdf_vs_html(inputs: Inputs, n_decisions: int, lines: list[str]) -> None:
     from auditor.plan import plan_run
     from auditor.policy import load_policy
     from auditor.report import render_html, render_pdf
+    from auditor.report.pdf import _SCREEN_ONLY_ROW
+
+    from bench import pdf_parts
 
     say(f"PDF vs HTML: building LIME-only evidence for {n_decisions} decisions")
     csv = inputs.tmp / "breast_cancer_569.csv"
@@ -1047,6 +1050,12 @@ def pdf_vs_html(inputs: Inputs, n_decisions: int, lines: list[str]) -> None:
         lines.append(f"    render_html: {fmt_s(t['html'])} ({len(html) / 1e6:.1f} MB, peak RSS {PEAKS[key + ('html',)]:,.0f} MB)")
         lines.append(f"    render_pdf:  {fmt_s(t['pdf'])} ({len(pdf) / 1e6:.1f} MB, peak RSS {PEAKS[key + ('pdf',)]:,.0f} MB)")
         lines.append(f"    PDF / HTML: {t['pdf'] / t['html']:.1f}x; PDF per decision {1000 * t['pdf'] / decisions:.0f} ms")
+        if ev is evidence:  # where WeasyPrint's time goes, and the parts against one piece
+            say("PDF vs HTML: the same report printed in one piece, step by step")
+            stripped = _SCREEN_ONLY_ROW.sub("", html)
+            one = pdf_parts.single(stripped)
+            lines.extend(pdf_parts.describe(one))
+            lines.append(pdf_parts.compared(one, stripped, t["pdf"], os.cpu_count() or 1))
 
 
 def big_dataset(inputs: Inputs, lines: list[str], rows: int = 1_000_000) -> None:
@@ -1112,6 +1121,32 @@ def big_dataset(inputs: Inputs, lines: list[str], rows: int = 1_000_000) -> None
     gc.collect()
 
 
+def other_cases(quick: bool, lines: list[str]) -> None:
+    """The cases run by their own scripts, each printed as that script prints it: Shapley values on the GBM, the
+    tree engine against shap's TreeExplainer (``shapley_trees.py``); the credit sample's categorical Pipeline and
+    MLP, LIME and counterfactuals against the floor of scoring their rows in the model's own input form
+    (``pipeline_categorical.py``); and a 1,000-decision-per-model credit audit on a two-worker Dask cluster
+    (``scale_dask.py``; 10,000 takes about half an hour on two CPUs: run that script for it)."""
+    from bench import pipeline_categorical, scale_dask, shapley_trees
+
+    decisions = 20 if quick else 200
+    say(f"Shapley on trees: {decisions} decisions, tree engine and shap")
+    lines += ["", f"Shapley values, breast-cancer GBM, {decisions} decisions (bench/shapley_trees.py)"]
+    try:
+        lines += shapley_trees.table(shapley_trees.run(decisions, 100, repeats=3, enumerate_pair=not quick))
+    except ImportError as error:  # shap is a benchmark dependency: make bench installs it
+        lines.append(f"not run: {error} (make bench installs requirements-bench.lock)")
+    say(f"categorical pipelines: {decisions} credit decisions")
+    result = pipeline_categorical.run(decisions, repeats=1 if quick else 2)
+    lines += ["", "credit sample, Pipeline(ColumnTransformer -> gradient boosting) and MLP: the auditor's phase "
+              "against the floor of scoring its rows in the model's own input form (bench/pipeline_categorical.py); "
+              "overhead = (auditor - floor) / floor", "", pipeline_categorical.table(result)]
+    if not quick:
+        say("Dask: the credit audit at 1,000 decisions per model on a two-worker LocalCluster")
+        lines += ["", "credit audit, 1,000 decisions per model, two-worker Dask LocalCluster (bench/scale_dask.py)", "",
+                  scale_dask.report(scale_dask.run([1000]))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1155,9 +1190,10 @@ def main(argv: list[str] | None = None) -> int:
         say(f"pilot: auditor {costs.a_local_pd:.2f} s/decision explaining, naive {costs.b_pd:.2f} s/decision "
             f"(LIME+DiCE), report {costs.render_pd:.2f} s/decision + {costs.render_fixed:.1f} s")
 
-        # The PDF-vs-HTML report first (its cost is fixed), so that the size comparisons can use whatever
-        # time is left; the 1M-row data set last (its ~1 GB would stay in the process's RSS), time reserved.
+        # The PDF-vs-HTML report and the other scripts' cases first (their cost is fixed), so that the size
+        # comparisons can use whatever time is left; the 1M-row data set last (its ~1 GB would stay in the process's RSS), time reserved.
         pdf_vs_html(inputs, pdf_n, lines)
+        other_cases(quick, lines)
         reserve = 10.0 if quick else 45.0
         ratios = {}
         size_lines: list[str] = []

@@ -260,7 +260,9 @@ def load_dataset(spec: DatasetSpec, policy: Policy, space: FeatureSpace | None =
     categories: list[tuple] = []
     for i, f in enumerate(spec.features):
         col = frame[f.name]
-        gone = col.isna().to_numpy() | col.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(dtype=bool)
+        gone = col.isna().to_numpy()
+        if not pd.api.types.is_numeric_dtype(col):  # only a column that can hold text can hold a blank string
+            gone = gone | col.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(dtype=bool)
         if f.type == "numeric":
             present = col[~gone]
             if not pd.api.types.is_numeric_dtype(present) or pd.api.types.is_bool_dtype(present):

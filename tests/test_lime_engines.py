@@ -70,27 +70,41 @@ def test_few_features_fall_back_to_the_library(tiny):
     assert params["engine"] == "reference"
 
 
-@pytest.mark.parametrize("discretizer", ["quartile", "decile", "entropy"])
-def test_fast_undiscretiser_draws_lime_s_own_samples(discretizer):
-    """The batched engine's per-bin inverse CDF: lime's sampler gives the same neighbourhood with it,
-    the same binary rows exactly and the same numeric values to 1e-12 (scipy's truncnorm.rvs without it)."""
-    import copy
-
+@pytest.mark.parametrize("discretizer", ["quartile", "decile", "entropy", None])
+@pytest.mark.parametrize("categorical", [False, True])
+def test_sampler_draws_lime_s_own_samples(discretizer, categorical):
+    """The batched engine's sampler gives, for many decisions at once, each decision's neighbourhood as lime's
+    own sampler draws it after the same reseed: the same interpretable rows exactly, the same categories and bins
+    exactly, and the same numeric values to 1e-12 (lime inverts scipy's truncated normal per value)."""
     from lime.lime_tabular import LimeTabularExplainer
     from sklearn.datasets import load_breast_cancer
 
-    from auditor.explainers.lime_tabular import _fast_undiscretize, _reseed
+    from auditor.explainers.lime_sampling import Sampler, reseed
 
     X, y = load_breast_cancer(return_X_y=True)
-    library = LimeTabularExplainer(X, mode="classification", discretizer=discretizer, training_labels=y,
-                                   random_state=0)
-    fast = copy.deepcopy(library)
-    _fast_undiscretize(fast.discretizer)
-    for k in (0, 7, 300):
-        _reseed(library, k)
-        _reseed(fast, k)
-        data_a, inverse_a = library._LimeTabularExplainer__data_inverse(X[k], 2000)
-        data_b, inverse_b = fast._LimeTabularExplainer__data_inverse(X[k], 2000)
-        np.testing.assert_array_equal(data_a, data_b)
-        np.testing.assert_allclose(inverse_b, inverse_a, rtol=1e-12, atol=1e-12)
+    X = X[:, :8].copy()
+    categories = []
+    if categorical:  # two categorical columns: three and five codes, unevenly frequent
+        X[:, 1] = np.digitize(X[:, 1], [15, 20])
+        X[:, 6] = np.digitize(X[:, 6], [0.02, 0.05, 0.1, 0.2])
+        categories = [1, 6]
+    library = LimeTabularExplainer(X, mode="classification", categorical_features=categories,
+                                   discretize_continuous=discretizer is not None,
+                                   discretizer=discretizer or "quartile", training_labels=y, random_state=0)
+    rows, seeds = X[[0, 7, 300, 301]], [11, 7, 2**31 + 5, 0]
+    data_b, inverse_b = Sampler(library).sample(rows, seeds, 2000)
+    assert data_b.shape == inverse_b.shape == (4, 2000, 8)
+    for k, (row, seed) in enumerate(zip(rows, seeds)):
+        reseed(library, seed)
+        data_a, inverse_a = library._LimeTabularExplainer__data_inverse(row, 2000)
+        if discretizer is None:
+            np.testing.assert_array_equal(data_a[:, categories], data_b[k][:, categories])
+            np.testing.assert_allclose(data_b[k], data_a, rtol=1e-12, atol=1e-12)
+        else:
+            np.testing.assert_array_equal(data_a, data_b[k])
+        np.testing.assert_array_equal(inverse_a[:, categories], inverse_b[k][:, categories])
+        np.testing.assert_allclose(inverse_b[k], inverse_a, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(inverse_b[k][0], row)
         assert len(np.unique(inverse_a[1:, 0])) > 100  # real draws, not bin edges
+        if categorical:
+            assert set(np.unique(inverse_a[:, 6])) == set(np.unique(X[:, 6]))

@@ -253,7 +253,8 @@ def test_lime_missing_state_draws_at_the_background_rate(records):
     """The batched engine's perturbations are missing at the reference data's rate, the first row is the decision."""
     from lime.lime_tabular import LimeTabularExplainer
 
-    from auditor.explainers.lime_tabular import _observed_fill, _with_missing
+    from auditor.explainers.lime_sampling import with_missing
+    from auditor.explainers.lime_tabular import _observed_fill
 
     background = pd.read_csv(records / "background.csv")
     X = background[["income", "debt_ratio", "months_employed", "bureau_score"]].to_numpy(dtype=float)
@@ -261,7 +262,7 @@ def test_lime_missing_state_draws_at_the_background_rate(records):
     explainer = LimeTabularExplainer(_observed_fill(X), discretize_continuous=True, random_state=0)
     row = X[np.flatnonzero(np.isnan(X[:, 2]))[0]]
     data, inverse = explainer._LimeTabularExplainer__data_inverse(np.where(np.isnan(row), 1.0, row), 20000)
-    _with_missing(data, inverse, row, rates, np.random.default_rng(0))
+    with_missing(data, inverse, row, rates, np.random.default_rng(0))
     assert np.isnan(inverse[0, 2]) and data[0, 2] == 1
     np.testing.assert_allclose(np.isnan(inverse[1:]).mean(axis=0), rates, atol=0.01)
     assert np.array_equal(data[:, 2] == 1, np.isnan(inverse[:, 2]))  # the decision's state is "missing"

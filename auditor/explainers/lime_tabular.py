@@ -21,11 +21,9 @@ A regression model's score is explained as lime's regression mode does: the ridg
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import math
 import os
-import queue
 import statistics
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ from pydantic import BaseModel, Field
 from ..numbers import listed, num
 from .base import (Explainer, ExplainerSpec, MethodSummary, Notes, Observation, Progress, attribution_targets,
                    decision_seed, named_features)
+from .lime_sampling import Sampler, reseed, with_missing
 
 __all__ = ["Lime", "LimeResult", "LimeSpec", "LimeSummary"]
 
@@ -239,7 +238,7 @@ class Lime(Explainer):
             label = REGRESSION_LABEL if model.regression else t  # where the explanation is kept
 
             def run(repeat: int):
-                _reseed(explainer, decision_seed(seed + repeat, batch.ids[k]))
+                reseed(explainer, decision_seed(seed + repeat, batch.ids[k]))
                 with contextlib.redirect_stdout(io.StringIO()):
                     return explainer.explain_instance(row, predict, labels=(t,), num_features=num_features,
                                                       num_samples=self.spec.num_samples)
@@ -325,8 +324,9 @@ class _Missing:
     rates: np.ndarray
     placeholder: np.ndarray
 
-    def complete(self, row: np.ndarray) -> np.ndarray:
-        return np.where(np.isnan(row), self.placeholder, row)
+    def complete(self, rows: np.ndarray) -> np.ndarray:
+        """A row (or rows) with each missing value replaced by its feature's placeholder."""
+        return np.where(np.isnan(rows), self.placeholder, rows)
 
 
 def _observed_fill(background: np.ndarray) -> np.ndarray:
@@ -374,35 +374,29 @@ def _batched(explainer, model, batch, targets, num_features: int, seed: int, num
              missing: "_Missing | None" = None) -> list[_Fitted]:
     """LIME for every decision, with one model call per chunk of decisions.
 
-    Each decision's neighbourhood comes from lime's own sampler with the decision's seed, exactly as
-    explain_instance draws it (with the truncated-normal inverse CDF of its discretiser computed per bin,
-    see ``_fast_undiscretize``); the perturbations of a chunk of decisions are scored in one predict_proba
-    call; the kernel-weighted ridge (alpha 1, and lime's 'highest_weights' selection when fewer features
-    are asked for) is solved in closed form instead of by scikit-learn per decision.
+    Each decision's neighbourhood is lime's own, drawn with the decision's seed as explain_instance draws it
+    (:class:`~auditor.explainers.lime_sampling.Sampler`, for a chunk of decisions at once); the perturbations of
+    a chunk are scored in one model call; the kernel-weighted ridge (alpha 1, and lime's 'highest_weights'
+    selection when fewer features are asked for) is solved in closed form instead of by scikit-learn per
+    decision.
 
-    Chunks bound memory (about ``CHUNK_ROWS`` perturbations at a time, whatever the sample size) and run
-    on a few threads, each with its own copy of the explainer: numpy, scipy and the models release the
-    GIL, and every draw depends only on the decision's seed, so the result is the same on any machine.
+    Chunks bound memory (about ``CHUNK_ROWS`` perturbations at a time, whatever the sample size) and run on a
+    few threads: numpy, scipy and the models release the GIL, and every draw depends only on the decision's
+    seed, so the result is the same on any machine.
 
-    ``missing`` (when the data has missing values) adds the missing state: see :func:`_with_missing`.
+    ``missing`` (when the data has missing values) adds the missing state: see
+    :func:`~auditor.explainers.lime_sampling.with_missing`.
     """
     threads = min(os.cpu_count() or 1, 4)
     # enough chunks to keep every thread busy to the end, none over CHUNK_ROWS perturbations
     per_chunk = max(1, min(CHUNK_ROWS // num_samples, math.ceil(len(batch) / (4 * threads))))
     chunks = [range(i, min(i + per_chunk, len(batch))) for i in range(0, len(batch), per_chunk)]
     workers = max(1, min(len(chunks), threads))
-    idle: queue.SimpleQueue = queue.SimpleQueue()
-    for copy_ in [explainer] + [copy.deepcopy(explainer) for _ in range(workers - 1)]:
-        if copy_.discretizer is not None:
-            _fast_undiscretize(copy_.discretizer)
-        idle.put(copy_)
+    sampler = Sampler(explainer)
 
     def chunk(rows: range) -> list[_Fitted]:
-        own = idle.get()
-        try:
-            return _explain_chunk(own, model, batch, rows, targets, num_features, seed, num_samples, missing)
-        finally:
-            idle.put(own)
+        return _explain_chunk(explainer, sampler, model, batch, rows, targets, num_features, seed, num_samples,
+                              missing)
 
     if workers == 1:
         return [f for rows in chunks for f in chunk(rows)]
@@ -410,22 +404,16 @@ def _batched(explainer, model, batch, targets, num_features: int, seed: int, num
         return [f for fitted in pool.map(chunk, chunks) for f in fitted]
 
 
-def _explain_chunk(explainer, model, batch, rows: range, targets, num_features: int, seed: int,
+def _explain_chunk(explainer, sampler: Sampler, model, batch, rows: range, targets, num_features: int, seed: int,
                    num_samples: int, missing: "_Missing | None" = None) -> list[_Fitted]:
-    sample = explainer._LimeTabularExplainer__data_inverse  # lime's sampler, not reimplemented
-    datas, inverses = [], []
-    for k in rows:
-        s = decision_seed(seed, batch.ids[k])
-        _reseed(explainer, s)
-        if missing is None:
-            data, inverse = sample(batch.X[k], num_samples)
-        else:
-            row = batch.X[k]
-            data, inverse = sample(missing.complete(row), num_samples)
-            _with_missing(data, inverse, row, missing.rates, np.random.default_rng([s, 1]))
-        datas.append(data)
-        inverses.append(inverse)
-    scores = model.outputs(np.concatenate(inverses))
+    seeds = [decision_seed(seed, batch.ids[k]) for k in rows]
+    decisions = batch.X[rows.start:rows.stop]
+    datas, inverses = sampler.sample(decisions if missing is None else missing.complete(decisions), seeds,
+                                     num_samples)
+    if missing is not None:
+        for j, s in enumerate(seeds):
+            with_missing(datas[j], inverses[j], decisions[j], missing.rates, np.random.default_rng([s, 1]))
+    scores = model.outputs(inverses.reshape(-1, inverses.shape[2]))
     del inverses
     n = len(model.space.features)
     out = []
@@ -447,77 +435,7 @@ def _explain_chunk(explainer, model, batch, rows: range, targets, num_features: 
     return out
 
 
-def _with_missing(data: np.ndarray, inverse: np.ndarray, row: np.ndarray, rates: np.ndarray,
-                  rng: np.random.Generator) -> None:
-    """Add the missing state to lime's perturbations of ``row``, in place.
-
-    Each feature with a missing rate in the reference data (or missing at the decision) is missing in a
-    perturbation with that rate, drawn from ``rng`` (its own stream, so lime's draws are untouched): the model
-    then sees NaN there (``inverse``), and the interpretable column (``data``, 1 where the perturbation is in the
-    decision's state) reads 1 where both are missing, 0 where one is. The first row stays the decision itself.
-    """
-    gone = np.isnan(row)
-    for j in np.flatnonzero((rates > 0) | gone):
-        mask = rng.random(len(data)) < rates[j]
-        mask[0] = gone[j]
-        inverse[mask, j] = np.nan
-        data[:, j] = mask if gone[j] else np.where(mask, 0.0, data[:, j])
-
-
-def _fast_undiscretize(discretizer) -> None:
-    """Give this lime discretiser a faster ``get_undiscretize_values`` that draws the same numbers.
-
-    lime maps a binned value back to a number by drawing from the normal distribution of the training
-    values in that bin, truncated to the bin: ``scipy.stats.truncnorm.rvs``, which takes one uniform draw
-    per value from the explainer's RandomState and inverts the CDF in log space per element (about 85% of
-    lime's tabular time). A bin's bounds are fixed, so Phi(a) and Phi(b) are computed once per bin; each
-    value then costs one ``ndtri``. The same uniforms are drawn in the same order, and the inverse CDF
-    agrees with scipy's to ~1e-14 (``tests/test_lime_engines.py`` checks the samples and the explanations).
-    """
-    from scipy.special import ndtr, ndtri
-
-    bins = {}
-    for feature in discretizer.means:
-        mins, maxs = np.array(discretizer.mins[feature]), np.array(discretizer.maxs[feature])
-        means, stds = np.array(discretizer.means[feature]), np.array(discretizer.stds[feature])
-        a, b = (mins - means) / stds, (maxs - means) / stds
-        # scipy inverts in the left tail, mirroring bins with a >= 0, for accuracy:
-        #   left:  z = ndtri(Phi(a) + q (Phi(b) - Phi(a)))
-        #   right: z = -ndtri(Phi(-b) + (1 - q) (Phi(-a) - Phi(-b)))
-        # both written as sign * ndtri(offset + q * slope), then value = mean + std * z
-        left = a < 0
-        low = np.where(left, ndtr(a), ndtr(-b))
-        mass = np.where(left, ndtr(b), ndtr(-a)) - low
-        offset, slope = np.where(left, low, low + mass), np.where(left, mass, -mass)
-        scale = stds * np.where(left, 1.0, -1.0)
-        # per bin (column): offset, slope, mean, scale, whether to draw, and lime's value where a bin has one value
-        bins[feature] = np.stack([offset, slope, means, scale, a != b, a])
-
-    def get_undiscretize_values(feature, values):
-        offset, slope, mean, scale, draw, lower = bins[feature][:, values]
-        if draw.all():
-            q = discretizer.random_state.uniform(size=values.shape)  # what truncnorm.rvs draws
-            return mean + scale * ndtri(offset + q * slope)
-        out = lower.copy()  # lime returns the bin's lower z-score where the bin has one value
-        draw = draw.astype(bool)
-        if draw.any():
-            q = discretizer.random_state.uniform(size=int(draw.sum()))
-            out[draw] = mean[draw] + scale[draw] * ndtri(offset[draw] + q * slope[draw])
-        return out
-
-    discretizer.get_undiscretize_values = get_undiscretize_values
-
-
 def _top(exp, label: int, k: int = 5) -> set[int]:
     """Indices of the k features with the largest |weight|."""
     ranked = sorted(exp.as_map()[label], key=lambda jw: -abs(jw[1]))
     return {j for j, _ in ranked[:k]}
-
-
-def _reseed(explainer, seed: int) -> None:
-    """Give the explainer, its sampler and its discretiser one fresh RandomState (lime #389)."""
-    state = np.random.RandomState(seed)
-    explainer.random_state = state
-    explainer.base.random_state = state
-    if explainer.discretizer is not None:
-        explainer.discretizer.random_state = state

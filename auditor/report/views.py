@@ -96,8 +96,7 @@ def _subject(evidence: Evidence, si: int, report: dict) -> dict[str, Any]:
     labels = {f.name: f.display_name for f in s.dataset.features}
     units = {f.name: f.unit for f in s.dataset.features}
     kinds = {f.name: f.type for f in s.dataset.features}
-    decisions = [_decision(s, at, di, anchor, local, names, labels, kinds, flags, report["top_features"])
-                 for di in range(len(s.decisions))]
+    decisions = [_decision(s, at, di, anchor, local, names, labels, flags) for di in range(len(s.decisions))]
     regression = s.model.task == "regression"
     positive = names.get(str(s.model.positive_class), str(s.model.positive_class))
     view = {
@@ -143,41 +142,27 @@ def _subject(evidence: Evidence, si: int, report: dict) -> dict[str, Any]:
                             "top_method": next((d["attributing"][0]["title"] for d in decisions if d["attributing"]),
                                                None)}
         view["decisions"] = [d for d in decisions if d["detailed"]]
+    for d in view["decisions"]:  # only a detailed section shows the values table: a register line needs none
+        d.update(_values_table(s, d, labels, kinds, report["top_features"]))
     return view
 
 
-def _decision(s, at: str, di: int, subject_anchor: str, local: list[dict], names: dict, labels: dict, kinds: dict,
-              flags: dict, top_n: int) -> dict[str, Any]:
+def _decision(s, at: str, di: int, subject_anchor: str, local: list[dict], names: dict, labels: dict,
+              flags: dict) -> dict[str, Any]:
+    """One decision as its register line reads it, and what a detailed section lays out beside the values table
+    (:func:`_values_table`)."""
     d = s.decisions[di]
     dat = f"{at}.decisions[{di}]"
     attributing = [m for m in local if m["attribution"] and m["name"] in d.explanations
                    and m["family"].attributions(d.explanations[m["name"]]) is not None]
-    rows, top = [], ""
+    top = ""
     if attributing:
-        # Features any attribution method ranks in its top_n, in the order the methods rank them.
-        order: list[str] = []
-        for m in attributing:
-            values = getattr(d.explanations[m["name"]], m["field"])
-            ranked = sorted(values, key=lambda f: -abs(values[f]))
-            if not top:
-                top = ", ".join(f"{labels.get(f, f)} {'+' if values[f] > 0 else '−'}" for f in ranked[:3])
-            order += [f for f in ranked[:top_n] if f not in order]
-        for f in order:
-            cells = []
-            for m in attributing:
-                values = getattr(d.explanations[m["name"]], m["field"])
-                v = values.get(f)
-                cells.append({"at": None if v is None else path(dat, "explanations", m["name"], m["field"], f),
-                              "sign": "" if not v else ("pos" if v > 0 else "neg")})
-            note = None
-            for m in attributing:
-                field = (m.get("annotation") or (None,))[0]
-                if field and kinds.get(f) == "numeric" and f in getattr(d.explanations[m["name"]], field):
-                    note = path(dat, "explanations", m["name"], field, f)
-            rows.append({"feature": labels.get(f, f), "value": path(dat, "values", f), "cells": cells, "note": note})
-    annotated = [m for m in attributing if m.get("annotation")]
+        values = getattr(d.explanations[attributing[0]["name"]], attributing[0]["field"])
+        ranked = sorted(values, key=lambda f: -abs(values[f]))
+        top = ", ".join(f"{labels.get(f, f)} {'+' if values[f] > 0 else '−'}" for f in ranked[:3])
     return {
         "at": dat,
+        "index": di,
         "anchor": _anchor(subject_anchor, "decision", d.id),
         "id": d.id,
         "true": names.get(str(d.true_label), str(d.true_label)),
@@ -189,13 +174,39 @@ def _decision(s, at: str, di: int, subject_anchor: str, local: list[dict], names
         "explained": [m for m in local if m["name"] in d.explanations],
         "attributing": attributing,
         "others": [m for m in local if m["name"] in d.explanations and m not in attributing],
-        "rows": rows,
-        "note_title": annotated[0]["annotation"][1] if annotated and any(r["note"] for r in rows) else None,
         "top": top,
         "image": d.image_png is not None,
         "dicom_tags": list(d.dicom_tags or ()),  # keywords; their values print from the evidence
         "text": d.text is not None,
     }
+
+
+def _values_table(s, view: dict, labels: dict, kinds: dict, top_n: int) -> dict[str, Any]:
+    """A detailed decision's "values behind the explanation": the features any attribution method ranks in its
+    top ``top_n``, in the order the methods rank them, each with its value, every method's attribution and the
+    family's annotation (a counterfactual's change, say) by path."""
+    d = s.decisions[view["index"]]
+    dat, attributing = view["at"], view["attributing"]
+    order: list[str] = []
+    for m in attributing:
+        values = getattr(d.explanations[m["name"]], m["field"])
+        order += [f for f in sorted(values, key=lambda f: -abs(values[f]))[:top_n] if f not in order]
+    rows = []
+    for f in order:
+        cells = []
+        for m in attributing:
+            v = getattr(d.explanations[m["name"]], m["field"]).get(f)
+            cells.append({"at": None if v is None else path(dat, "explanations", m["name"], m["field"], f),
+                          "sign": "" if not v else ("pos" if v > 0 else "neg")})
+        note = None
+        for m in attributing:
+            field = (m.get("annotation") or (None,))[0]
+            if field and kinds.get(f) == "numeric" and f in getattr(d.explanations[m["name"]], field):
+                note = path(dat, "explanations", m["name"], field, f)
+        rows.append({"feature": labels.get(f, f), "value": path(dat, "values", f), "cells": cells, "note": note})
+    annotated = [m for m in attributing if m.get("annotation")]
+    return {"rows": rows,
+            "note_title": annotated[0]["annotation"][1] if annotated and any(r["note"] for r in rows) else None}
 
 
 def _fairness(evidence: Evidence, si: int) -> dict[str, Any] | None:

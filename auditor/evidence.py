@@ -198,11 +198,15 @@ class Evidence(BaseModel):
 
     def json_chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
         """The UTF-8 bytes of :meth:`to_json`, in chunks of about ``size`` bytes: for writing the evidence to a
-        file without holding its text whole (the same encoder, so the same bytes)."""
+        file without holding its text whole, nor its JSON form: the decisions are dumped one at a time as the
+        encoder reaches them (the same encoder and the same dump per decision, so the same bytes)."""
         encoder = json.JSONEncoder(indent=2, ensure_ascii=False, allow_nan=False)
+        document = self.model_dump(mode="json", exclude={"subjects": {"__all__": {"decisions"}}})
+        for subject, dumped in zip(self.subjects, document["subjects"]):
+            dumped["decisions"] = _Dumped(subject.decisions)  # the last field of a subject, as in model_dump
         pieces: list[str] = []
         held = 0
-        for piece in encoder.iterencode(self.model_dump(mode="json")):
+        for piece in encoder.iterencode(document):
             pieces.append(piece)
             held += len(piece)
             if held >= size:
@@ -210,6 +214,22 @@ class Evidence(BaseModel):
                 pieces, held = [], 0
         pieces.append("\n")
         yield "".join(pieces).encode("utf-8")
+
+
+class _Dumped(list):
+    """Models as a list that the JSON encoder walks: each dumped (``mode="json"``) as the encoder reaches it, then
+    dropped. json's encoder (the pure-Python one, which ``indent`` selects) asks a list for its length, then
+    iterates it."""
+
+    def __init__(self, models: list[BaseModel]) -> None:
+        super().__init__()
+        self._models = models
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (m.model_dump(mode="json") for m in self._models)
 
 
 # --- the typed model, derived from the registry ----------------------------------------------------------

@@ -35,11 +35,21 @@ def _steps(text: str) -> tuple:
 
 
 def locate(data: Any, where: str) -> Any:
-    """The value at evidence path ``where`` in ``data`` (the evidence as JSON, or as models)."""
+    """The value at evidence path ``where`` in ``data`` (the evidence as JSON, or as models: a path names a model's
+    field as the JSON does, by its alias where it has one)."""
     node = data
     for step in _steps(where):
-        node = getattr(node, step) if isinstance(node, BaseModel) else node[step]
+        node = getattr(node, _attribute(type(node), step)) if isinstance(node, BaseModel) else node[step]
     return node
+
+
+@functools.lru_cache(maxsize=1024)
+def _attribute(model: type[BaseModel], key: str) -> str:
+    """The attribute of ``model`` that JSON key ``key`` is (an aliased field's name; else the key itself)."""
+    for name, field in model.model_fields.items():
+        if field.serialization_alias == key or field.alias == key:
+            return name
+    return key
 
 
 def path(base: str, *keys: str | int) -> str:

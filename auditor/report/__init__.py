@@ -24,8 +24,8 @@ def render_html(evidence: Evidence, *, generated_at: datetime | None = None, tem
     """The report. ``signer`` (Identity.describe()) and ``evidence_sha256`` fill the signature and
     verification sections; without a signer the report says it is unsigned. ``changes`` (an AuditDiff)
     adds 'Changes since the last audit', its figures traced to changes.json."""
-    figures = Figures(evidence.model_dump(mode="json"))
-    changed = Figures(changes.model_dump(mode="json"), "data-changes") if changes is not None else None
+    figures = Figures(evidence)  # paths into the evidence objects, read as their JSON: no second copy
+    changed = Figures(changes, "data-changes") if changes is not None else None
     view = build_view(evidence, generated_at=generated_at)
     view.update(signer=signer, evidence_sha256=evidence_sha256, changes=changes)
     return render(f"{evidence.audit['audience']}.html.j2", view, override=templates, figures=figures,

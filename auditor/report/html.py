@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 import jinja2
 from markupsafe import Markup, escape
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from .. import numbers
 from ..paths import locate, path
@@ -64,14 +66,18 @@ FORMATS: dict[str, Callable[[Any, int | None], str]] = {
 
 class Figures:
     """Prints figures of one JSON document by path: ``evidence.json`` (``data-evidence``), or another the
-    report quotes (``changes.json``: ``data-changes``)."""
+    report quotes (``changes.json``: ``data-changes``). The document is the JSON, or the model it is dumped from:
+    a value found in a model reads as in its JSON (``to_jsonable_python``), so the report prints what the file
+    holds without a second copy of the evidence."""
 
     def __init__(self, document: Any, attribute: str = "data-evidence") -> None:
         self.document = document
         self.attribute = attribute
+        self._models = isinstance(document, BaseModel)
 
     def value(self, where: str) -> Any:
-        return locate(self.document, where)
+        found = locate(self.document, where)
+        return to_jsonable_python(found) if self._models else found
 
     def __call__(self, where: str, fmt: str = "num", digits: int | None = None, unit: str | None = None) -> Markup:
         value = self.value(where)

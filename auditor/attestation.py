@@ -77,7 +77,8 @@ def _descriptor(kind: str, item: dict) -> dict:
 
 
 def statement(files: dict[str, bytes], manifest: dict, evidence: Evidence) -> dict:
-    """The in-toto Statement over ``files`` (name -> bytes, the attestation itself not among them)."""
+    """The in-toto Statement over ``files`` (name -> bytes, or a written file's digest; the attestation itself not
+    among them)."""
     findings = evidence.findings
     tests = {status: [f.label for f in findings if f.status == status] for status in ("pass", "warn", "fail")}
     result = "FAILED" if tests["fail"] else "WARNED" if tests["warn"] else "PASSED"

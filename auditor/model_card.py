@@ -27,7 +27,6 @@ it against the CycloneDX 1.6 schema that package ships.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from datetime import datetime, timezone
@@ -35,7 +34,7 @@ from typing import Any
 
 from .numbers import listed, num, pct
 from .paths import path as evidence_path
-from .provenance import canonical_bytes
+from .provenance import canonical_bytes, sha256_bytes
 
 __all__ = ["MODEL_CARD", "SPEC_VERSION", "build_model_card"]
 
@@ -47,7 +46,7 @@ SERIAL_NAMESPACE = uuid.UUID("e4cfff83-b75c-4618-b5b8-2c61c1a66aa0")
 
 def serial_number(files: dict[str, bytes]) -> str:
     """``urn:uuid:`` + the UUID 5, in :data:`SERIAL_NAMESPACE`, of each file's name and SHA-256, by name."""
-    listing = "\n".join(f"{name} {hashlib.sha256(data).hexdigest()}" for name, data in sorted(files.items()))
+    listing = "\n".join(f"{name} {sha256_bytes(data)}" for name, data in sorted(files.items()))
     return f"urn:uuid:{uuid.uuid5(SERIAL_NAMESPACE, listing)}"
 REFERENCES = (("evidence.json", "evidence", "The audit's evidence: every figure of this card, with its path."),
               ("report.html", "documentation", "The audit report (HTML)."),
@@ -86,7 +85,7 @@ def build_model_card(files: dict[str, bytes], *, started: datetime, evidence: di
         "components": [_component(evidence, indices) for indices in by_model.values()],
         "externalReferences": [
             {"url": name, "type": kind, "comment": comment,
-             "hashes": [{"alg": "SHA-256", "content": hashlib.sha256(files[name]).hexdigest()}]}
+             "hashes": [{"alg": "SHA-256", "content": sha256_bytes(files[name])}]}
             for name, kind, comment in REFERENCES if name in files],
     }
     return canonical_bytes(card)

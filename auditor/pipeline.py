@@ -23,7 +23,7 @@ from .model_card import MODEL_CARD, build_model_card
 from .output import PartialFolder, check_destination, staged
 from .plan import RunPlan, plan_run
 from .policy import load_policy
-from .provenance import MANIFEST, SIGNATURE, build_manifest, canonical_bytes, environment
+from .provenance import MANIFEST, SIGNATURE, Written, build_manifest, canonical_bytes, environment
 from .report import render_html, render_pdf
 from .signing import Identity, load_identity
 from .timestamps import MANIFEST_TOKEN, request_token, resolve_timestamp_url
@@ -154,8 +154,9 @@ def package(plan: RunPlan, prepared, evidence: Evidence, *, identity=None, run_i
     signature carries its timestamp and ``manifest.tsr`` its token over the manifest.
 
     Nothing is written here, except into ``folder`` (a :func:`~auditor.output.staged` output folder) when given:
-    ``evidence.json`` is then streamed into it and hashed as it is written, so its text is never held while the
-    report is rendered; it is read back once, after the PDF, for the model card and the manifest."""
+    ``evidence.json`` is then streamed into it and hashed as it is written, so its text is never held: the model
+    card, the manifest and the attestation take its digest (``files["evidence.json"]`` is then a
+    :class:`~auditor.provenance.Written`, not bytes)."""
     policy = plan.policy
     run_id = run_id or uuid.uuid4().hex
     started = started or datetime.now(timezone.utc)
@@ -165,7 +166,7 @@ def package(plan: RunPlan, prepared, evidence: Evidence, *, identity=None, run_i
         evidence_bytes = evidence.to_json().encode("utf-8")
         evidence_sha256 = hashlib.sha256(evidence_bytes).hexdigest()
     files: dict[str, bytes] = {
-        "evidence.json": b"",  # placeholder: keeps the files' order; the bytes are set after the PDF
+        "evidence.json": b"",  # placeholder: keeps the files' order; set after the PDF
         "evidence.schema.json": (json.dumps(evidence_json_schema(), indent=2) + "\n").encode("utf-8"),
         "policy.yaml": policy.file.read_bytes(),
     }
@@ -188,7 +189,8 @@ def package(plan: RunPlan, prepared, evidence: Evidence, *, identity=None, run_i
             pdf = identity.sign_pdf(pdf, reason=f"Explainability audit {policy.audit.id}", timestamp_url=timestamp_url)
         files["report.pdf"] = pdf
     del html
-    files["evidence.json"] = folder.read("evidence.json") if folder is not None else evidence_bytes
+    # written already (streamed into the folder): the rest needs only its digest, not its bytes read back
+    files["evidence.json"] = Written(evidence_sha256) if folder is not None else evidence_bytes
     # before the manifest, which lists and signs it; from the evidence without its decisions, not a parse of the file
     summary = evidence.model_dump(mode="json", exclude={"subjects": {"__all__": {"decisions"}}})
     files[MODEL_CARD] = build_model_card(files, started=started, evidence=summary)

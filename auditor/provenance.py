@@ -23,7 +23,8 @@ from typing import Any
 from . import __version__
 from .models import file_sha256
 
-__all__ = ["MANIFEST", "SIGNATURE", "MANIFEST_VERSION", "build_manifest", "canonical_bytes", "environment", "git_commit"]
+__all__ = ["MANIFEST", "SIGNATURE", "MANIFEST_VERSION", "Written", "build_manifest", "canonical_bytes", "environment",
+           "git_commit", "sha256_bytes"]
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -33,8 +34,17 @@ PACKAGES = ["auditor", "numpy", "pandas", "scikit-learn", "scipy", "torch", "cap
             "skops", "pyarrow", "matplotlib", "jinja2", "weasyprint", "pydyf", "pyhanko", "cryptography", "pydantic"]
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+class Written:
+    """An output file already written (streamed) to the output folder, known by its SHA-256: it stands for the
+    file's bytes where only their digest is needed (the manifest, the model card, the attestation), so that a
+    large file (evidence.json) is not read back into memory."""
+
+    def __init__(self, sha256: str) -> None:
+        self.sha256 = sha256
+
+
+def sha256_bytes(data: "bytes | Written") -> str:
+    return data.sha256 if isinstance(data, Written) else hashlib.sha256(data).hexdigest()
 
 
 def canonical_bytes(manifest: dict) -> bytes:

@@ -260,6 +260,42 @@ def test_the_register_sorts_and_filters(open_report, width):
     _assert_fits(page)
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_long_register_shows_a_page_of_lines_at_a_time(open_report, reports, tmp_path, width):
+    """A register longer than its page (data-page-rows: 500 lines in a report; 2 here) shows a page of lines and
+    says how many match; "more" adds a page, "Show all" the rest; filtering and sorting apply to every line and
+    start again at one page."""
+    html = reports["run"].read_text(encoding="utf-8")
+    assert html.count('data-page-rows="500"') == 2
+    paged = tmp_path / "paged.html"
+    paged.write_text(html.replace('data-page-rows="500"', 'data-page-rows="2"'), encoding="utf-8")
+    everything = _rows(open_report("run", width).page)
+    opened = open_report(paged, width)
+    page = opened.page
+    more = page.locator(".register-more").first
+    assert len(_rows(page)) == 2 and more.is_visible()
+    assert more.locator("span").text_content() == "Showing 2 of 6 lines."
+    assert _rows(page) == everything[:2]  # sample order, as without the script
+    more.locator("button").first.click()
+    assert _rows(page) == everything[:4]
+    assert more.locator("button").first.text_content() == "Show 2 more"
+    more.locator("button").nth(1).click()
+    assert _rows(page) == everything and not more.is_visible()
+    # a sort runs over every line, and shows the first page of the new order
+    page.locator("table.register").first.locator("th").nth(3).locator("button").click()
+    values = sorted(_value(r[3]) for r in everything)
+    assert [_value(r[3]) for r in _rows(page)] == values[:2] and more.is_visible()
+    # a filter too: the matching lines, a page of them
+    controls = page.locator(".register-controls").first
+    last = everything[5][0].lstrip("▸ ")
+    controls.locator("input").fill(last)
+    assert [r[0].lstrip("▸ ") for r in _rows(page)] == [last] and not more.is_visible()
+    controls.locator("input").fill("")
+    assert len(_rows(page)) == 2 and more.locator("span").text_content() == "Showing 2 of 6 lines."
+    assert opened.errors == []
+    _assert_fits(page)
+
+
 def test_without_the_script_the_register_reads_in_full(open_report, reports):
     opened = open_report("run", "phone", script=False)
     page = opened.page

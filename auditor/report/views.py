@@ -23,6 +23,9 @@ PRINT_LIMIT = 1000
 """Rows of the decision register per model in the PDF (the HTML lists every decision): misclassified and adverse
 decisions first, then in sample order; the printed register says where the others are (the HTML, evidence.json).
 Printing is the limit: WeasyPrint lays out a register line in tens of milliseconds."""
+SCREEN_PAGE_ROWS = 500
+"""Lines of a register a browser shows at a time (its script adds "show more"; filters and sorts apply to all):
+a browser lays out a 10,000-line table in seconds each time it changes."""
 
 
 def _anchor(*parts: Any) -> str:
@@ -139,6 +142,7 @@ def _subject(evidence: Evidence, si: int, report: dict) -> dict[str, Any]:
         for d in decisions:
             d["printed"] = d["at"] in printed
         view["register"] = {"rows": decisions, "printed": len(printed), "unprinted": len(decisions) - len(printed),
+                            "page_rows": SCREEN_PAGE_ROWS,
                             "top_method": next((d["attributing"][0]["title"] for d in decisions if d["attributing"]),
                                                None)}
         view["decisions"] = [d for d in decisions if d["detailed"]]

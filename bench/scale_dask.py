@@ -14,7 +14,10 @@ Each size runs in a fresh process through ``auditor.pipeline.execute`` with ``--
 single-threaded workers), signed with a throw-away development identity. Phases: prepare, each explainer (as the
 executor runs it, or in this process for the global ones), evidence (the rest of the audit, and evidence.json
 streamed to disk), HTML, PDF, sign, write (everything else: the schema, model card, manifest, files). Peak RSS is
-the kernel's high-water mark of this process and of each worker. It prints figures and asserts nothing.
+the kernel's high-water mark of this process, per phase (reset at each phase's start), and of each worker. The
+HTML report is then opened in headless Chromium (``/usr/bin/chromium``, as the browser tests do): the seconds to
+load it, and how long the register's script takes to filter, clear and sort one model's register. It prints
+figures and asserts nothing.
 """
 
 from __future__ import annotations
@@ -73,8 +76,35 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class _Peaks:
+    """The main process's peak RSS per phase: at every phase boundary the kernel's high-water mark (VmHWM) goes to
+    the phase that was running (the innermost timed one, else "write") and is reset (``/proc/self/clear_refs``)."""
+
+    def __init__(self) -> None:
+        self.stack: list[str] = []
+        self.mb: dict[str, float] = {}
+
+    @staticmethod
+    def _hwm_mb() -> float:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return _peak_mb()
+
+    def boundary(self) -> None:
+        name = self.stack[-1] if self.stack else "write"
+        self.mb[name] = max(self.mb.get(name, 0.0), self._hwm_mb())
+        try:
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+                refs.write("5")
+        except OSError:  # not Linux, or not allowed: the phases then read the process's peak so far
+            pass
+
+
 def measure(n: int, *, full: bool = False) -> dict:
-    """One size in this process: {'decisions', 'phases' (seconds), 'wall_s', 'main_peak_mb', 'worker_peak_mb',
+    """One size in this process: {'decisions', 'phases' (seconds), 'wall_s', 'phase_peak_mb' (the main process's peak
+    RSS in each phase), 'main_peak_mb', 'worker_peak_mb',
     'evidence_mb', 'html_mb', 'pdf_mb', 'pdf_pages'}."""
     from auditor import executors, pipeline
     from auditor.explainers import EXPLAINERS
@@ -83,14 +113,19 @@ def measure(n: int, *, full: bool = False) -> dict:
 
     phases: dict[str, float] = {}
     inside = [0.0]  # seconds of timed phases inside run_audit
+    peaks = _Peaks()
 
     def timed(name, fn, *, in_audit=False):
         def wrapper(*args, **kwargs):
+            peaks.boundary()
+            peaks.stack.append(name)
             t = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
                 spent = time.perf_counter() - t
+                peaks.boundary()
+                peaks.stack.pop()
                 phases[name] = phases.get(name, 0.0) + spent
                 if in_audit:
                     inside[0] += spent
@@ -134,6 +169,7 @@ def measure(n: int, *, full: bool = False) -> dict:
         wall = time.perf_counter() - t
         out = tmp / "out"
         pdf = (out / "report.pdf").read_bytes()
+        browser = register_in_browser(out / "report.html")
         sizes = {k: (out / f).stat().st_size / 2**20 for k, f in
                  (("evidence_mb", "evidence.json"), ("html_mb", "report.html"), ("pdf_mb", "report.pdf"))}
     decisions = sum(len(s.decisions) for s in outcome.evidence.subjects)
@@ -143,9 +179,64 @@ def measure(n: int, *, full: bool = False) -> dict:
                "evidence": audit - inside[0] + phases.get("evidence json", 0.0),
                "html": phases.get("html", 0.0), "pdf": phases.get("pdf", 0.0), "sign": phases.get("sign", 0.0)}
     ordered["write"] = wall - sum(ordered.values())
+    peaks.boundary()
+    phase_mb = {"evidence": max(peaks.mb.get("audit", 0.0), peaks.mb.get("evidence json", 0.0))}
+    phase_mb.update({k: v for k, v in peaks.mb.items() if k not in ("audit", "evidence json")})
     return {"decisions_per_model": n, "decisions": decisions, "phases": ordered, "wall_s": wall,
-            "main_peak_mb": _peak_mb(), "worker_peak_mb": workers, **sizes,
-            "pdf_pages": len(re.findall(rb"/Type\s*/Page[^s]", pdf))}
+            "phase_peak_mb": {k: phase_mb.get(k, 0.0) for k in ordered},
+            "main_peak_mb": max(_peak_mb(), *phase_mb.values()), "worker_peak_mb": workers, **sizes,
+            "pdf_pages": len(re.findall(rb"/Type\s*/Page[^s]", pdf)), "browser": browser}
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+REGISTER_TIMING = """async () => {
+  // The first register (one model's decisions): its rows, and the milliseconds its script takes, each until the
+  // next frame is drawn, to filter them by a word (an id prefix), to show only the adverse decisions (the Show
+  // menu), to clear both, to sort the rows by the probability column, and to show every line (its "Show all").
+  const frame = () => new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)));
+  const table = document.querySelector("table.register");
+  const body = table.tBodies[0];
+  const controls = table.closest("section").querySelector(".register-controls");
+  const search = controls.querySelector("input"), show = controls.querySelector("select");
+  const shown = () => [...body.rows].filter(r => !r.classList.contains("filtered-out")).length;
+  const timed = async (act) => { const t = performance.now(); act(); await frame(); return performance.now() - t; };
+  const set = (el, value, type) => { el.value = value; el.dispatchEvent(new Event(type)); };
+  const filter = await timed(() => set(search, "R-0000", "input"));
+  const matched = shown();
+  set(search, "", "input");
+  const adverse_ms = await timed(() => set(show, "adverse", "change"));
+  const adverse = shown();
+  const clear = await timed(() => set(show, "", "change"));
+  const sort = await timed(() => table.tHead.rows[0].cells[3].querySelector("button").click());
+  const paged = shown();  // the lines on show at a time (all of them in a short register)
+  const more = table.closest("section").querySelector(".register-more");
+  const all_ms = more.hidden ? null : await timed(() => more.querySelectorAll("button")[1].click());
+  return {rows: body.rows.length, matched, adverse, paged, filter_ms: filter, adverse_ms, clear_ms: clear,
+          sort_ms: sort, all_ms, all: shown()};
+}"""
+
+
+def register_in_browser(html: Path) -> dict | None:
+    """The HTML report's register in headless Chromium (Debian's, driven by Playwright): seconds to load the page,
+    and the first register's rows and script timings (REGISTER_TIMING). None without Chromium or Playwright."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    if not CHROMIUM.is_file():
+        return None
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                             args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            t = time.perf_counter()
+            page.goto(html.as_uri(), wait_until="load")
+            loaded = time.perf_counter() - t
+            return {"load_s": loaded, **page.evaluate(REGISTER_TIMING)}
+        finally:
+            browser.close()
 
 
 def run(sizes: list[int] = (1000, 10000), *, full: bool = False) -> dict:
@@ -166,17 +257,32 @@ def report(results: dict) -> str:
     lines = ["| phase | " + " | ".join(f"{n:,} / model" for n in sizes) + " |",
              "|---|" + "---:|" * len(sizes)]
     for name in names:
-        lines.append(f"| {name} | " + " | ".join(f"{results[n]['phases'].get(name, 0.0):.1f} s" for n in sizes) + " |")
+        lines.append(f"| {name} | " + " | ".join(
+            f"{results[n]['phases'].get(name, 0.0):.1f} s, {results[n]['phase_peak_mb'].get(name, 0.0):,.0f} MB"
+            for n in sizes) + " |")
     rows = [("wall time", lambda r: f"{r['wall_s']:.1f} s"),
             ("decisions (both models)", lambda r: f"{r['decisions']:,}"),
             ("peak RSS, main process", lambda r: f"{r['main_peak_mb']:.0f} MB"),
             ("peak RSS, each worker", lambda r: ", ".join(f"{v:.0f}" for v in r["worker_peak_mb"].values()) + " MB"),
             ("evidence.json", lambda r: f"{r['evidence_mb']:.1f} MB"),
             ("report.html", lambda r: f"{r['html_mb']:.1f} MB"),
-            ("report.pdf", lambda r: f"{r['pdf_mb']:.1f} MB, {r['pdf_pages']} pages")]
+            ("report.pdf", lambda r: f"{r['pdf_mb']:.1f} MB, {r['pdf_pages']} pages"),
+            ("HTML in Chromium: load", lambda r: _browser(r, lambda b: f"{b['load_s']:.1f} s")),
+            ("register in Chromium (one model)",
+             lambda r: _browser(r, lambda b: f"{b['rows']:,} rows, {b['paged']:,} on show at a time")),
+            ("filter by a word", lambda r: _browser(r, lambda b: f"{b['filter_ms']:,.0f} ms ({b['matched']:,} rows)")),
+            ("show the adverse ones", lambda r: _browser(r, lambda b: f"{b['adverse_ms']:,.0f} ms ({b['adverse']:,})")),
+            ("show all again", lambda r: _browser(r, lambda b: f"{b['clear_ms']:,.0f} ms")),
+            ("sort by probability", lambda r: _browser(r, lambda b: f"{b['sort_ms']:,.0f} ms")),
+            ("show all lines", lambda r: _browser(r, lambda b: "(all on show)" if b["all_ms"] is None
+                                                  else f"{b['all_ms']:,.0f} ms ({b['all']:,})"))]
     for label, cell in rows:
         lines.append(f"| {label} | " + " | ".join(cell(results[n]) for n in sizes) + " |")
     return "\n".join(lines)
+
+
+def _browser(result: dict, cell) -> str:
+    return "no Chromium" if result.get("browser") is None else cell(result["browser"])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -180,3 +180,38 @@ def test_default_report_details_25_decisions_and_registers_the_rest(hostile_run)
     assert HOSTILE_FEATURE not in html and "alert(1)" not in html.replace("&lt;script&gt;alert(1)", "")
     assert html.lower().count("<script") == 2
     assert '<script id="register-script">' in html and '<script id="register-pending">' in html
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils missing (make test installs it)")
+def test_printed_reasons_chapter_lists_at_most_the_print_limit_protected_first(tmp_path):
+    """Thousands of adverse decisions would fill the front part of the PDF with the reasons table: it prints
+    views.REASONS_PRINT_LIMIT per model (a protected characteristic withheld first, then methods disagreeing), says
+    so, and the HTML lists every one."""
+    from pathlib import Path
+
+    from auditor.report import render_pdf
+    from auditor.report.views import REASONS_PRINT_LIMIT
+
+    evidence = read_evidence(Path(__file__).parent / "fixtures" / "evidence" / "finance_tabular.json")
+    subject = evidence.subjects[0]
+    adverse = [d for d in subject.decisions if d.principal_reasons is not None]
+    many = [d.model_copy(update={"id": f"{d.id}-{k:03d}"}) for k in range(40) for d in adverse]  # 80 adverse
+    late = many[-1].id  # protected, at the end of the sample: printed before the earlier unflagged ones
+    subject = subject.model_copy(update={"decisions": many, "reasons": subject.reasons.model_copy(
+        update={"protected": [late], "disagree": [many[-2].id]})})
+    evidence = evidence.model_copy(update={"subjects": [subject]})
+    evidence.policy["report"]["max_decisions"] = 1
+    html = render_html(evidence, generated_at=WHEN)
+    chapter = html[html.index('id="reasons"'):html.index('id="limitations"')]
+    assert all(f"<td>{d.id}</td>" in chapter or f">{d.id}</a>" in chapter for d in many)  # on screen, every one
+    assert chapter.count('<tr class="screen-only">') == len(many) - REASONS_PRINT_LIMIT
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(render_pdf(html))
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    headings = [m.start() for m in re.finditer(r"^(6\. Principal reasons|7\. Limitations)", text, re.M)]
+    printed = text[headings[-2]:headings[-1]]  # the chapter (its heading past the contents; no running header)
+    listed = re.findall(r"^ *(APP-\d+-\d{3}) ", printed, re.M)  # a table row's first cell: the id on one line
+    assert len(set(listed)) == REASONS_PRINT_LIMIT
+    assert late in listed and many[-2].id in listed  # flagged ones first, though last in the sample
+    assert many[0].id in listed and many[REASONS_PRINT_LIMIT].id not in listed  # then in sample order
+    assert f"lists {REASONS_PRINT_LIMIT} of the {len(many)} adverse decisions" in " ".join(printed.split())

@@ -23,6 +23,10 @@ PRINT_LIMIT = 1000
 """Rows of the decision register per model in the PDF (the HTML lists every decision): misclassified and adverse
 decisions first, then in sample order; the printed register says where the others are (the HTML, evidence.json).
 Printing is the limit: WeasyPrint lays out a register line in tens of milliseconds."""
+REASONS_PRINT_LIMIT = 50
+"""Adverse decisions per model whose principal reasons the PDF's reasons chapter lists (the HTML lists every one):
+those where a protected characteristic was withheld first, then those whose methods disagree, then those with a
+detailed section, then in sample order. The chapter is in the report's front part, which is read on paper."""
 SCREEN_PAGE_ROWS = 500
 """Lines of a register a browser shows at a time (its script adds "show more"; filters and sorts apply to all):
 a browser lays out a 10,000-line table in seconds each time it changes."""
@@ -146,9 +150,23 @@ def _subject(evidence: Evidence, si: int, report: dict) -> dict[str, Any]:
                             "top_method": next((d["attributing"][0]["title"] for d in decisions if d["attributing"]),
                                                None)}
         view["decisions"] = [d for d in decisions if d["detailed"]]
+    view["reasons_print"] = _reasons_print(s, view["adverse"])
     for d in view["decisions"]:  # only a detailed section shows the values table: a register line needs none
         d.update(_values_table(s, d, labels, kinds, report["top_features"]))
     return view
+
+
+def _reasons_print(s, adverse: list[dict]) -> dict[str, int]:
+    """Which adverse decisions the printed reasons chapter lists (``reason_printed`` on each, at most
+    :data:`REASONS_PRINT_LIMIT`, listed in sample order): how many are printed and how many are not."""
+    protected = {str(i) for i in (s.reasons.protected if s.reasons else ())}
+    disagree = {str(i) for i in (s.reasons.disagree if s.reasons else ())}
+    ranked = sorted(adverse, key=lambda d: (str(d["id"]) not in protected, str(d["id"]) not in disagree,
+                                            not d["detailed"]))
+    printed = {d["at"] for d in ranked[:REASONS_PRINT_LIMIT]}
+    for d in adverse:
+        d["reason_printed"] = d["at"] in printed
+    return {"printed": len(printed), "unprinted": len(adverse) - len(printed)}
 
 
 def _decision(s, at: str, di: int, subject_anchor: str, local: list[dict], names: dict, labels: dict,

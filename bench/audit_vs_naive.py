@@ -1130,8 +1130,8 @@ def other_cases(quick: bool, lines: list[str]) -> None:
     """The cases run by their own scripts, each printed as that script prints it: Shapley values on the GBM, the
     tree engine against shap's TreeExplainer (``shapley_trees.py``); the credit sample's categorical Pipeline and
     MLP, LIME and counterfactuals against the floor of scoring their rows in the model's own input form
-    (``pipeline_categorical.py``); and a 1,000-decision-per-model credit audit on a two-worker Dask cluster
-    (``scale_dask.py``; 10,000 takes about half an hour on two CPUs: run that script for it)."""
+    (``pipeline_categorical.py``); and the credit audit at 1,000 and 10,000 decisions per model on a two-worker
+    Dask cluster (``scale_dask.py``: wall time, time and peak memory per phase, the register in Chromium)."""
     from bench import pipeline_categorical, scale_dask, shapley_trees
 
     decisions = 20 if quick else 200
@@ -1147,9 +1147,10 @@ def other_cases(quick: bool, lines: list[str]) -> None:
               "against the floor of scoring its rows in the model's own input form (bench/pipeline_categorical.py); "
               "overhead = (auditor - floor) / floor", "", pipeline_categorical.table(result)]
     if not quick:
-        say("Dask: the credit audit at 1,000 decisions per model on a two-worker LocalCluster")
-        lines += ["", "credit audit, 1,000 decisions per model, two-worker Dask LocalCluster (bench/scale_dask.py)", "",
-                  scale_dask.report(scale_dask.run([1000]))]
+        say("Dask: the credit audit at 1,000 and 10,000 decisions per model on a two-worker LocalCluster")
+        lines += ["", "credit audit, 1,000 and 10,000 decisions per model, two-worker Dask LocalCluster, each size in a "
+                  "fresh process: seconds and the main process's peak RSS per phase (bench/scale_dask.py)", "",
+                  scale_dask.report(scale_dask.run([1000, 10000]))]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,6 +73,16 @@ def write_inputs(folder: Path, n: int, *, full: bool) -> Path:
 
 
 def _peak_mb() -> float:
+    """This process's peak RSS: the kernel's high-water mark of its memory (VmHWM). Not ``ru_maxrss``, which Linux
+    carries over fork and exec: a process started by a large one (this script run by audit_vs_naive.py, a Dask
+    worker started by this one) would read its parent's size."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # not Linux
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -84,17 +94,9 @@ class _Peaks:
         self.stack: list[str] = []
         self.mb: dict[str, float] = {}
 
-    @staticmethod
-    def _hwm_mb() -> float:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return _peak_mb()
-
     def boundary(self) -> None:
         name = self.stack[-1] if self.stack else "write"
-        self.mb[name] = max(self.mb.get(name, 0.0), self._hwm_mb())
+        self.mb[name] = max(self.mb.get(name, 0.0), _peak_mb())
         try:
             with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
                 refs.write("5")
@@ -139,7 +141,7 @@ def measure(n: int, *, full: bool = False) -> dict:
 
     def close(self):
         try:
-            found = self.client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            found = self.client.run(_peak_mb)
             workers.update({w.rsplit(":", 1)[-1]: mb for w, mb in found.items()})
         except Exception:  # noqa: BLE001 - a figure missing, not a failed run
             pass
@@ -184,7 +186,7 @@ def measure(n: int, *, full: bool = False) -> dict:
     phase_mb.update({k: v for k, v in peaks.mb.items() if k not in ("audit", "evidence json")})
     return {"decisions_per_model": n, "decisions": decisions, "phases": ordered, "wall_s": wall,
             "phase_peak_mb": {k: phase_mb.get(k, 0.0) for k in ordered},
-            "main_peak_mb": max(_peak_mb(), *phase_mb.values()), "worker_peak_mb": workers, **sizes,
+            "main_peak_mb": max(phase_mb.values()), "worker_peak_mb": workers, **sizes,
             "pdf_pages": len(re.findall(rb"/Type\s*/Page[^s]", pdf)), "browser": browser}
 
 

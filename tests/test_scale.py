@@ -67,7 +67,7 @@ def test_the_register_lists_every_decision_and_prints_a_compact_limited_table(mo
         assert all("screen-only" not in r for r in wrong[:40])
     # the print rules: small type, one line per decision, the lines past the limit hidden
     css = re.search(r"@media print \{\s*table\.register \{ font-size: 6pt.*?\n\}", html, flags=re.S).group(0)
-    assert "white-space: nowrap" in css and "tr.screen-only { display: none; }" in css
+    assert "white-space: nowrap" in css and "\n  .screen-only { display: none; }" in css
 
 
 def test_a_register_under_the_print_limit_prints_every_line():

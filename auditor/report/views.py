@@ -139,13 +139,9 @@ def _subject(evidence: Evidence, si: int, report: dict) -> dict[str, Any]:
     if limit is not None and len(decisions) > limit:
         # Misclassified and adverse decisions are the ones a reviewer must see first.
         ranked = sorted(decisions, key=lambda d: (d["correct"] is not False, not d["adverse"]))
-        keep = {d["at"] for d in ranked[:limit]}
-        for d in decisions:
-            d["detailed"] = d["at"] in keep
-        printed = {d["at"] for d in ranked[:PRINT_LIMIT]}
-        for d in decisions:
-            d["printed"] = d["at"] in printed
-        view["register"] = {"rows": decisions, "printed": len(printed), "unprinted": len(decisions) - len(printed),
+        _mark_first(decisions, ranked, limit, "detailed")
+        printed = _mark_first(decisions, ranked, PRINT_LIMIT, "printed")
+        view["register"] = {"rows": decisions, "printed": printed, "unprinted": len(decisions) - printed,
                             "page_rows": SCREEN_PAGE_ROWS,
                             "top_method": next((d["attributing"][0]["title"] for d in decisions if d["attributing"]),
                                                None)}
@@ -163,10 +159,17 @@ def _reasons_print(s, adverse: list[dict]) -> dict[str, int]:
     disagree = {str(i) for i in (s.reasons.disagree if s.reasons else ())}
     ranked = sorted(adverse, key=lambda d: (str(d["id"]) not in protected, str(d["id"]) not in disagree,
                                             not d["detailed"]))
-    printed = {d["at"] for d in ranked[:REASONS_PRINT_LIMIT]}
-    for d in adverse:
-        d["reason_printed"] = d["at"] in printed
-    return {"printed": len(printed), "unprinted": len(adverse) - len(printed)}
+    printed = _mark_first(adverse, ranked, REASONS_PRINT_LIMIT, "reason_printed")
+    return {"printed": printed, "unprinted": len(adverse) - printed}
+
+
+def _mark_first(decisions: list[dict], ranked: list[dict], limit: int, flag: str) -> int:
+    """Sets ``flag`` on each decision's view: whether it is among the first ``limit`` of ``ranked`` (the same views,
+    in the order they are chosen). How many are."""
+    chosen = {d["at"] for d in ranked[:limit]}
+    for d in decisions:
+        d[flag] = d["at"] in chosen
+    return len(chosen)
 
 
 def _decision(s, at: str, di: int, subject_anchor: str, local: list[dict], names: dict, labels: dict,

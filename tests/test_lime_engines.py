@@ -108,3 +108,32 @@ def test_sampler_draws_lime_s_own_samples(discretizer, categorical):
         assert len(np.unique(inverse_a[1:, 0])) > 100  # real draws, not bin edges
         if categorical:
             assert set(np.unique(inverse_a[:, 6])) == set(np.unique(X[:, 6]))
+
+
+@pytest.mark.parametrize("point", [False, True])
+def test_sampler_draws_lime_s_numbers_with_and_without_a_single_point_bin(point):
+    """A bin whose reference values are all one number is not drawn from (lime writes its lower bound, and draws
+    no uniform for it): the sampler's masked path. Without such a bin every value takes a uniform: its unmasked
+    path. Both give lime's own numbers."""
+    from lime.lime_tabular import LimeTabularExplainer
+    from sklearn.datasets import load_breast_cancer
+
+    from auditor.explainers.lime_sampling import Sampler, reseed
+
+    X, y = load_breast_cancer(return_X_y=True)
+    X = X[:, :5].copy()
+    if point:
+        X[: int(0.6 * len(X)), 2] = 0.0  # the lowest quartiles of column 2 hold only zeros
+    library = LimeTabularExplainer(X, mode="classification", discretize_continuous=True, discretizer="quartile",
+                                   training_labels=y, random_state=0)
+    sampler = Sampler(library)
+    assert sampler.every_bin_drawn is (not point)
+    rows, seeds = X[[0, 400, 9]], [3, 2**31 + 1, 77]
+    data_b, inverse_b = sampler.sample(rows, seeds, 1500)
+    for k, (row, seed) in enumerate(zip(rows, seeds)):
+        reseed(library, seed)
+        data_a, inverse_a = library._LimeTabularExplainer__data_inverse(row, 1500)
+        np.testing.assert_array_equal(data_a, data_b[k])
+        np.testing.assert_allclose(inverse_b[k], inverse_a, rtol=1e-12, atol=1e-12)
+    if point:
+        assert (inverse_b[:, 1:, 2] == 0.0).any()  # the single point, written as lime writes it

@@ -110,6 +110,8 @@ class Sampler:
         if self.discretizer is not None:
             table = bin_table(self.discretizer)
             self.binned = [(f, table[f]) for f in self.discretizer.means]  # lime's order of undiscretising
+            # every bin a range (none a single point): every value takes a uniform, and none is masked out
+            self.every_bin_drawn = all(params[4].all() for _, params in self.binned)
 
     def sample(self, rows: np.ndarray, seeds: list[int], n: int) -> tuple[np.ndarray, np.ndarray]:
         rows = np.asarray(rows, dtype=float)
@@ -134,9 +136,8 @@ class Sampler:
         uniforms = np.stack([state.random_sample(len(self.choices) * n) for state in states])
         uniforms = uniforms.reshape(k, len(self.choices), n)
         for i, (c, values, cdf) in enumerate(self.choices):
-            chosen = values[_draw(cdf, uniforms[:, i])]
-            dat[:, c] = chosen == first[:, c:c + 1]
-            inv[:, c] = chosen
+            np.take(values, _draw(cdf, uniforms[:, i]), out=inv[:, c])
+            np.equal(inv[:, c], first[:, c:c + 1], out=dat[:, c])
         del uniforms
         if self.discretizer is not None:
             self._undiscretize(inv, states)
@@ -151,6 +152,9 @@ class Sampler:
         """Rows 1 on of each discretised feature (``inv``: decisions, features, rows), from its bin to a value, in
         place: per decision one ``random_sample`` holds every drawn value's uniform, feature after feature, row
         after row."""
+        if self.every_bin_drawn:
+            self._undiscretize_all(inv, states)
+            return
         bins = [(f, params, inv[:, f, 1:].astype(int)) for f, params in self.binned]
         draws = np.stack([params[4][b].astype(bool) for _, params, b in bins], axis=1)  # (decisions, features, n-1)
         q = np.zeros(draws.shape)
@@ -158,6 +162,27 @@ class Sampler:
             q[d][draws[d]] = state.random_sample(int(draws[d].sum()))
         for i, (f, params, b) in enumerate(bins):
             inv[:, f, 1:] = _truncated_normal(params[:, b], q[:, i], draws[:, i])
+
+    def _undiscretize_all(self, inv: np.ndarray, states: list) -> None:
+        """:meth:`_undiscretize` when every bin is drawn from: each decision's uniforms are one (features, rows)
+        block, and each value is :func:`_truncated_normal`'s, computed in place from the four parameters it uses
+        (the same operations in the same order, so the same bits)."""
+        from scipy.special import ndtri
+
+        features, n = len(self.binned), inv.shape[2] - 1
+        q = np.empty((len(states), features, n))
+        for d, state in enumerate(states):
+            q[d] = state.random_sample(features * n).reshape(features, n)
+        for i, (f, params) in enumerate(self.binned):
+            b = inv[:, f, 1:].astype(np.intp)
+            offset, slope, mean, scale = params[:4]
+            z = np.take(slope, b)
+            z *= q[:, i]
+            z += np.take(offset, b)
+            ndtri(z, out=z)
+            z *= np.take(scale, b)
+            z += np.take(mean, b)
+            inv[:, f, 1:] = z
 
 
 def _draw(cdf: np.ndarray, uniforms: np.ndarray) -> np.ndarray:

@@ -26,7 +26,6 @@ What a part needs from the others, and how it gets it:
 from __future__ import annotations
 
 import html as html_lib
-import io
 import pickle
 import re
 import subprocess
@@ -293,10 +292,12 @@ def render_parts(html: str, workers: int, part_chars: int = PART_CHARS) -> bytes
                 pdfs[i] = worker.call("finish", i, offsets[i] + 1, total)
 
         _each(pool, finish)
+        # joined in a worker: it has WeasyPrint (its outline nesting) imported already, this process need not
+        return pool[0].call("join", [pdfs[i] for i in range(len(parts))], [info[i] for i in range(len(parts))],
+                            [parts[i].ids for i in range(len(parts))], offsets)
     finally:
         for worker in pool:
             worker.close()
-    return join([pdfs[i] for i in range(len(parts))], [info[i] for i in range(len(parts))], parts, offsets)
 
 
 def _offsets(counts: list[int]) -> list[int]:
@@ -305,60 +306,3 @@ def _offsets(counts: list[int]) -> list[int]:
     for count in counts:
         offsets.append(offsets[-1] + count)
     return offsets
-
-
-def join(pdfs: list[bytes], infos: list[dict], parts: list[Part], offsets: list[int]) -> bytes:
-    """One PDF of the parts' pages in order, with the first part's metadata, every part's anchors in one
-    ``/Dests`` tree (stub anchors left out) and the outline of every part's bookmarks nested over the whole."""
-    from types import SimpleNamespace
-
-    from pypdf import PdfReader, PdfWriter
-    from pypdf.generic import ArrayObject, DictionaryObject, Fit, NameObject, TextStringObject
-    from weasyprint.anchors import make_page_bookmark_tree
-    from weasyprint.matrix import Matrix
-
-    writer = PdfWriter()
-    readers = [PdfReader(io.BytesIO(pdf)) for pdf in pdfs]
-    for reader in readers:
-        for page in reader.pages:
-            writer.add_page(page)
-    dests = []
-    for i, reader in enumerate(readers):
-        local = {page.indirect_reference.idnum: n for n, page in enumerate(reader.pages)}
-        names = reader.trailer["/Root"].get("/Names", DictionaryObject()).get("/Dests", DictionaryObject())
-        flat = names.get_object().get("/Names", ArrayObject())
-        for name, dest in zip(flat[::2], flat[1::2]):
-            if str(name) in parts[i].ids:
-                dest = dest.get_object()
-                page = writer.pages[offsets[i] + local[dest[0].idnum]].indirect_reference
-                dests.append((str(name), ArrayObject([page, *dest[1:]])))
-    dests.sort(key=lambda pair: pair[0])
-    array = ArrayObject()
-    for name, dest in dests:
-        array += [TextStringObject(name), dest]
-    root = writer.root_object
-    root[NameObject("/Names")] = DictionaryObject({NameObject("/Dests"): DictionaryObject({NameObject("/Names"): array})})
-    first = readers[0].trailer["/Root"]
-    if "/Lang" in first:
-        root[NameObject("/Lang")] = TextStringObject(str(first["/Lang"]))
-    writer.add_metadata(readers[0].metadata)
-
-    tree: list = []
-    skipped: list[int] = []
-    last_by_depth = [tree]
-    level = 0
-    for i, info in enumerate(infos):
-        for n, marks in enumerate(info["bookmarks"]):
-            level = make_page_bookmark_tree(SimpleNamespace(bookmarks=marks), skipped, last_by_depth, level,
-                                            offsets[i] + n, Matrix())
-
-    def add(subtrees, parent) -> None:
-        for label, (page, x, y), children, state in subtrees:
-            item = writer.add_outline_item(title=label, page_number=page, parent=parent,
-                                           fit=Fit.xyz(left=x, top=y, zoom=0), is_open=state != "closed")
-            add(children, item)
-
-    add(tree, None)
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()

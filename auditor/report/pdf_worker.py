@@ -1,12 +1,13 @@
 """A worker process of the parallel PDF path (pdf_parts): lays out parts of a report and writes their PDFs.
 
 It is run as a script by path in an isolated interpreter (``python -I``), so that it imports WeasyPrint and the
-standard library only, not the auditor package (whose import brings pandas and torch: seconds per worker). It
+standard library (and pypdf, to join) only, not the auditor package (whose import brings pandas and torch: seconds per worker). It
 reads pickled requests on stdin and answers each on stdout, one at a time:
 
 - ``("layout", index, html)``: lay the part out and keep it; answer its page count, anchors and bookmarks.
 - ``("finish", index, first_page, total)``: number its pages from ``first_page`` of ``total``, make its running
   headers and footers, and answer its PDF bytes.
+- ``("join", pdfs, infos, ids, offsets)``: the parts' PDFs joined in one (pypdf), answered as bytes.
 
 The page margins ("Page X of Y", running strings) need the part's place in the whole report, known only once
 every part is laid out. WeasyPrint 70 lays out every page of a document first and makes the margin boxes of
@@ -21,14 +22,17 @@ is therefore laid out once. tests/test_pdf_parallel.py holds the result to the s
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import pickle
 import sys
 import traceback
+from types import SimpleNamespace
 
 import weasyprint
 import weasyprint.layout
+from weasyprint.anchors import make_page_bookmark_tree
 from weasyprint.layout.background import layout_box_backgrounds
 from weasyprint.matrix import Matrix
 from weasyprint.urls import URLFetcher
@@ -81,6 +85,59 @@ def finish(document, deferred, first_page: int, total: int) -> bytes:
     return document.write_pdf()
 
 
+def join(pdfs: list[bytes], infos: list[dict], ids: list[set[str]], offsets: list[int]) -> bytes:
+    """One PDF of the parts' pages in order, with the first part's metadata, every part's anchors in one
+    ``/Dests`` tree (the names part i holds, ``ids[i]``: stub anchors left out) and the outline of every part's bookmarks nested over the whole."""
+    from pypdf import PdfReader, PdfWriter
+    from pypdf.generic import ArrayObject, DictionaryObject, Fit, NameObject, TextStringObject
+
+    writer = PdfWriter()
+    readers = [PdfReader(io.BytesIO(pdf)) for pdf in pdfs]
+    for reader in readers:
+        for page in reader.pages:
+            writer.add_page(page)
+    dests = []
+    for i, reader in enumerate(readers):
+        local = {page.indirect_reference.idnum: n for n, page in enumerate(reader.pages)}
+        names = reader.trailer["/Root"].get("/Names", DictionaryObject()).get("/Dests", DictionaryObject())
+        flat = names.get_object().get("/Names", ArrayObject())
+        for name, dest in zip(flat[::2], flat[1::2]):
+            if str(name) in ids[i]:
+                dest = dest.get_object()
+                page = writer.pages[offsets[i] + local[dest[0].idnum]].indirect_reference
+                dests.append((str(name), ArrayObject([page, *dest[1:]])))
+    dests.sort(key=lambda pair: pair[0])
+    array = ArrayObject()
+    for name, dest in dests:
+        array += [TextStringObject(name), dest]
+    root = writer.root_object
+    root[NameObject("/Names")] = DictionaryObject({NameObject("/Dests"): DictionaryObject({NameObject("/Names"): array})})
+    first = readers[0].trailer["/Root"]
+    if "/Lang" in first:
+        root[NameObject("/Lang")] = TextStringObject(str(first["/Lang"]))
+    writer.add_metadata(readers[0].metadata)
+
+    tree: list = []
+    skipped: list[int] = []
+    last_by_depth = [tree]
+    level = 0
+    for i, info in enumerate(infos):
+        for n, marks in enumerate(info["bookmarks"]):
+            level = make_page_bookmark_tree(SimpleNamespace(bookmarks=marks), skipped, last_by_depth, level,
+                                            offsets[i] + n, Matrix())
+
+    def add(subtrees, parent) -> None:
+        for label, (page, x, y), children, state in subtrees:
+            item = writer.add_outline_item(title=label, page_number=page, parent=parent,
+                                           fit=Fit.xyz(left=x, top=y, zoom=0), is_open=state != "closed")
+            add(children, item)
+
+    add(tree, None)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
 def main() -> None:
     """Serve requests until stdin closes. Answers go to the original stdout; anything printed goes to stderr."""
     answers = os.fdopen(os.dup(1), "wb")
@@ -93,13 +150,16 @@ def main() -> None:
     while True:
         try:
             request = pickle.load(requests)
-        except EOFError:
-            return
+        except EOFError:  # done: exit at once (the interpreter's teardown of the layouts costs up to a second)
+            answers.close()
+            os._exit(0)
         try:
             if request[0] == "layout":
                 _, index, html = request
                 held[index] = layout(html)
                 answer = ("ok", describe(held[index][0]))
+            elif request[0] == "join":
+                answer = ("ok", join(*request[1:]))
             else:
                 _, index, first_page, total = request
                 answer = ("ok", finish(*held.pop(index), first_page, total))

@@ -10,7 +10,8 @@ SYSDEPS_STAMP := .sysdeps-ok
 TEST_SYSDEPS_STAMP := .test-sysdeps-ok
 # Shared libraries WeasyPrint loads, fonts it renders with, poppler for pdftotext/pdfsig in tests.
 DEBIAN_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core poppler-utils
-# What only the tests need: a PostgreSQL server for the history tests, Chromium for the browser tests.
+# What only the tests need: a PostgreSQL server for the history tests, Chromium for the browser tests (and the
+# benchmark's timing of the report's register in a browser).
 TEST_DEBIAN_PACKAGES := postgresql chromium
 POLICIES := $(wildcard policies/*.yaml)
 # Each sample's build.py writes its data split and models; .built marks a complete build.
@@ -85,7 +86,7 @@ lock:
 	     | grep -v -i -x -F -f <(grep -v '^#' requirements-bench.lock); } > requirements.lock
 	$(PY) scripts/check_lock.py
 
-bench: setup samples
+bench: setup test-sysdeps samples
 	$(PY) -m pip install -q --no-deps -r requirements-bench.lock
 	$(PY) bench/audit_vs_naive.py
 

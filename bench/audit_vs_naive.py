@@ -374,27 +374,31 @@ def auditor_side(inputs: Inputs, n: int, m: int, rows_n, *, key: tuple, cheap_li
         note_peak(key + ("evidence",), start_rss)
         how["evidence"] = f"measured at {n} (explainer results replayed)"
         spent = 0.0
-        local = sorted((k for k in at_m if isinstance(k, tuple) and k[0] in LOCAL), key=lambda k: at_m[k])
-        for k in local:  # global methods do not grow with the sample
+        # Cheap phases (batched ones such as IG) are re-timed on ever larger batches of the same sample, each
+        # doubling in turn (the one whose next call is predicted cheapest first) while that call is predicted
+        # to fit what is left of ``cheap_limit`` (shared by the phases), up to the whole batch: so no cheap
+        # phase takes the whole allowance from the others. Expensive per-decision phases (LIME, DiCE) keep the
+        # m decisions they share with the naive side.
+        grown = {k: (at_m[k], m) for k in at_m if isinstance(k, tuple) and k[0] in LOCAL}  # global methods do not grow
+        while True:
+            growing = [k for k, (secs, done) in grown.items() if done < n and secs / done < CHEAP_PER_DECISION
+                       and spent + secs * min(n, 2 * done) / done <= cheap_limit]
+            if not growing:
+                break
+            k = min(growing, key=lambda k: grown[k][0] * min(n, 2 * grown[k][1]) / grown[k][1])
             kind, model_id = k
-            # Cheap phases (batched ones such as IG) are re-timed on ever larger batches of the same sample,
-            # doubling while the next call is predicted to fit what is left of ``cheap_limit`` (shared by
-            # the phases), up to the whole batch. Expensive per-decision phases (LIME, DiCE) keep the m
-            # decisions they share with the naive side.
-            secs, done = at_m[k], m
+            secs, done = grown[k]
             prep = next(p for p in prepared if p.model.id == model_id)
             spec = next(s for s in policy.explanations if s.type == kind)
             data = prep.dataset
-            while done < n and secs / done < CHEAP_PER_DECISION:
-                nxt = min(n, 2 * done)
-                if spent + secs * nxt / done > cheap_limit:
-                    break
-                rows = rows_n[:nxt]
-                batch = Batch(X=data.X[rows], ids=[data.ids[r] for r in rows], y=data.y[rows])
-                grow: dict = {}
-                with phase(key, grow, k):
-                    EXPLAINERS[kind](spec).explain(prep.model, batch, background=prep.background.X, seed=SEED)
-                secs, done, spent = grow[k], nxt, spent + grow[k]
+            nxt = min(n, 2 * done)
+            rows = rows_n[:nxt]
+            batch = Batch(X=data.X[rows], ids=[data.ids[r] for r in rows], y=data.y[rows])
+            grow: dict = {}
+            with phase(key, grow, k):
+                EXPLAINERS[kind](spec).explain(prep.model, batch, background=prep.background.X, seed=SEED)
+            grown[k], spent = (grow[k], nxt), spent + grow[k]
+        for k, (secs, done) in grown.items():
             full[k] = secs * n / done
             how[k] = f"measured at {n}" if done == n else f"x{n}/{done}"
     # The report at full size: rendered and signed from the n-decision evidence whose explanations were

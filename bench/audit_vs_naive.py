@@ -374,24 +374,31 @@ def auditor_side(inputs: Inputs, n: int, m: int, rows_n, *, key: tuple, cheap_li
         note_peak(key + ("evidence",), start_rss)
         how["evidence"] = f"measured at {n} (explainer results replayed)"
         spent = 0.0
-        # Cheap phases (batched ones such as IG) are re-timed on ever larger batches of the same sample, each
-        # doubling in turn (the one whose next call is predicted cheapest first) while that call is predicted
-        # to fit what is left of ``cheap_limit`` (shared by the phases), up to the whole batch: so no cheap
-        # phase takes the whole allowance from the others. Expensive per-decision phases (LIME, DiCE) keep the
-        # m decisions they share with the naive side.
+        # Cheap phases (batched ones such as IG) are re-timed on larger batches of the same sample: each in
+        # turn (the one predicted cheapest at the whole batch first) goes to the whole batch if that call is
+        # predicted (linearly, an over-estimate of a batched phase) to fit what is left of ``cheap_limit``
+        # (shared by the phases), else doubles if that fits: so no cheap phase takes the whole allowance from
+        # the others, and a phase's fixed cost is not scaled up with its decisions. Expensive per-decision
+        # phases (LIME, DiCE) keep the m decisions they share with the naive side.
         grown = {k: (at_m[k], m) for k in at_m if isinstance(k, tuple) and k[0] in LOCAL}  # global methods do not grow
+
+        def next_size(k) -> int | None:
+            secs, done = grown[k]
+            if done >= n or secs / done >= CHEAP_PER_DECISION:
+                return None
+            return next((size for size in (n, min(n, 2 * done)) if spent + secs * size / done <= cheap_limit), None)
+
         while True:
-            growing = [k for k, (secs, done) in grown.items() if done < n and secs / done < CHEAP_PER_DECISION
-                       and spent + secs * min(n, 2 * done) / done <= cheap_limit]
+            growing = {k: size for k in grown if (size := next_size(k))}
             if not growing:
                 break
-            k = min(growing, key=lambda k: grown[k][0] * min(n, 2 * grown[k][1]) / grown[k][1])
+            k = min(growing, key=lambda k: grown[k][0] / grown[k][1])  # the least per decision
             kind, model_id = k
             secs, done = grown[k]
             prep = next(p for p in prepared if p.model.id == model_id)
             spec = next(s for s in policy.explanations if s.type == kind)
             data = prep.dataset
-            nxt = min(n, 2 * done)
+            nxt = growing[k]
             rows = rows_n[:nxt]
             batch = Batch(X=data.X[rows], ids=[data.ids[r] for r in rows], y=data.y[rows])
             grow: dict = {}

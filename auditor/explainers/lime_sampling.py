@@ -64,17 +64,25 @@ def bin_table(discretizer) -> dict[int, np.ndarray]:
     return table
 
 
-def _truncated_normal(params: np.ndarray, q: np.ndarray, draw: np.ndarray) -> np.ndarray:
-    """Values from gathered bin parameters (``params[:, bins]``): mean + scale * ndtri(offset + q * slope) where the
-    bin is drawn from, lime's lower z-score where it is a single point."""
+def _truncated_normal(params: np.ndarray, bins: np.ndarray, q: np.ndarray,
+                      draw: np.ndarray | None = None) -> np.ndarray:
+    """Values in bins ``bins`` of one feature (its :func:`bin_table`, ``params``) from their uniforms ``q``:
+    mean + scale * ndtri(offset + q * slope), computed in place from the four parameters gathered. With ``draw``
+    (whether each value's bin is drawn from), lime's lower z-score where the bin is a single point."""
     from scipy.special import ndtri
 
     offset, slope, mean, scale, _, lower = params
-    if draw.all():
-        return mean + scale * ndtri(offset + q * slope)
-    out = lower.copy()
-    out[draw] = mean[draw] + scale[draw] * ndtri(offset[draw] + q[draw] * slope[draw])
-    return out
+    if draw is not None and not draw.all():
+        out = np.take(lower, bins)
+        out[draw] = _truncated_normal(params, bins[draw], q[draw])
+        return out
+    z = np.take(slope, bins)
+    z *= q
+    z += np.take(offset, bins)
+    ndtri(z, out=z)
+    z *= np.take(scale, bins)
+    z += np.take(mean, bins)
+    return z
 
 
 def with_missing(data: np.ndarray, inverse: np.ndarray, row: np.ndarray, rates: np.ndarray,
@@ -151,38 +159,21 @@ class Sampler:
     def _undiscretize(self, inv: np.ndarray, states: list) -> None:
         """Rows 1 on of each discretised feature (``inv``: decisions, features, rows), from its bin to a value, in
         place: per decision one ``random_sample`` holds every drawn value's uniform, feature after feature, row
-        after row."""
+        after row (when every bin is drawn from, one (features, rows) block with nothing masked out)."""
+        bins = [(f, params, inv[:, f, 1:].astype(np.intp)) for f, params in self.binned]
+        n = inv.shape[2] - 1
         if self.every_bin_drawn:
-            self._undiscretize_all(inv, states)
-            return
-        bins = [(f, params, inv[:, f, 1:].astype(int)) for f, params in self.binned]
-        draws = np.stack([params[4][b].astype(bool) for _, params, b in bins], axis=1)  # (decisions, features, n-1)
-        q = np.zeros(draws.shape)
-        for d, state in enumerate(states):
-            q[d][draws[d]] = state.random_sample(int(draws[d].sum()))
+            draws = None
+            q = np.empty((len(states), len(bins), n))
+            for d, state in enumerate(states):
+                q[d] = state.random_sample(len(bins) * n).reshape(len(bins), n)
+        else:
+            draws = np.stack([params[4][b].astype(bool) for _, params, b in bins], axis=1)  # (decisions, features, n)
+            q = np.zeros(draws.shape)
+            for d, state in enumerate(states):
+                q[d][draws[d]] = state.random_sample(int(draws[d].sum()))
         for i, (f, params, b) in enumerate(bins):
-            inv[:, f, 1:] = _truncated_normal(params[:, b], q[:, i], draws[:, i])
-
-    def _undiscretize_all(self, inv: np.ndarray, states: list) -> None:
-        """:meth:`_undiscretize` when every bin is drawn from: each decision's uniforms are one (features, rows)
-        block, and each value is :func:`_truncated_normal`'s, computed in place from the four parameters it uses
-        (the same operations in the same order, so the same bits)."""
-        from scipy.special import ndtri
-
-        features, n = len(self.binned), inv.shape[2] - 1
-        q = np.empty((len(states), features, n))
-        for d, state in enumerate(states):
-            q[d] = state.random_sample(features * n).reshape(features, n)
-        for i, (f, params) in enumerate(self.binned):
-            b = inv[:, f, 1:].astype(np.intp)
-            offset, slope, mean, scale = params[:4]
-            z = np.take(slope, b)
-            z *= q[:, i]
-            z += np.take(offset, b)
-            ndtri(z, out=z)
-            z *= np.take(scale, b)
-            z += np.take(mean, b)
-            inv[:, f, 1:] = z
+            inv[:, f, 1:] = _truncated_normal(params, b, q[:, i], None if draws is None else draws[:, i])
 
 
 def _draw(cdf: np.ndarray, uniforms: np.ndarray) -> np.ndarray:

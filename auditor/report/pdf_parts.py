@@ -293,8 +293,9 @@ def render_parts(html: str, workers: int, part_chars: int = PART_CHARS) -> bytes
 
         _each(pool, finish)
         # joined in a worker: it has WeasyPrint (its outline nesting) imported already, this process need not
-        return pool[0].call("join", [pdfs[i] for i in range(len(parts))], [info[i] for i in range(len(parts))],
-                            [parts[i].ids for i in range(len(parts))], offsets)
+        every = range(len(parts))
+        return pool[0].call("join", [pdfs[i] for i in every], [info[i] for i in every], [p.ids for p in parts],
+                            offsets)
     finally:
         for worker in pool:
             worker.close()

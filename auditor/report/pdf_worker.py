@@ -1,8 +1,8 @@
 """A worker process of the parallel PDF path (pdf_parts): lays out parts of a report and writes their PDFs.
 
-It is run as a script by path in an isolated interpreter (``python -I``), so that it imports WeasyPrint and the
-standard library (and pypdf, to join) only, not the auditor package (whose import brings pandas and torch: seconds per worker). It
-reads pickled requests on stdin and answers each on stdout, one at a time:
+It is run as a script by path in an isolated interpreter (``python -I``), so that it imports WeasyPrint, the
+standard library and (to join) pypdf only, not the auditor package (whose import brings pandas and torch: seconds
+per worker). It reads pickled requests on stdin and answers each on stdout, one at a time:
 
 - ``("layout", index, html)``: lay the part out and keep it; answer its page count, anchors and bookmarks.
 - ``("finish", index, first_page, total)``: number its pages from ``first_page`` of ``total``, make its running
@@ -87,7 +87,8 @@ def finish(document, deferred, first_page: int, total: int) -> bytes:
 
 def join(pdfs: list[bytes], infos: list[dict], ids: list[set[str]], offsets: list[int]) -> bytes:
     """One PDF of the parts' pages in order, with the first part's metadata, every part's anchors in one
-    ``/Dests`` tree (the names part i holds, ``ids[i]``: stub anchors left out) and the outline of every part's bookmarks nested over the whole."""
+    ``/Dests`` tree (the names part i holds, ``ids[i]``: stub anchors left out) and the outline of every part's
+    bookmarks nested over the whole."""
     from pypdf import PdfReader, PdfWriter
     from pypdf.generic import ArrayObject, DictionaryObject, Fit, NameObject, TextStringObject
 

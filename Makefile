@@ -35,7 +35,7 @@ demo: setup samples $(DEV_IDENTITY)
 	@echo "Reports written under out/: open out/<policy>/report.html or report.pdf"
 
 test: setup test-sysdeps samples
-	scripts/with-postgres.sh $(PY) -m pytest -q
+	scripts/with-postgres.sh $(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 setup: sysdeps $(STAMP)
 

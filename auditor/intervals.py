@@ -31,8 +31,12 @@ from pydantic import BaseModel, Field
 __all__ = ["Interval", "bootstrap", "difference", "ratio", "resample_counts", "weighted_auc", "weighted_mean",
            "wilson"]
 
-CHUNK = 2_000_000
-"""Resample counts held at once (replicates x rows); larger draws are made and used in blocks of replicates."""
+COUNTS = 500_000
+"""Resample counts made and handed to a statistic at once (replicates x rows): larger draws are made and used in
+parts of this size, which bounds their temporary arrays (an AUC makes about ten of that size) whatever the number
+of rows. The parts depend only on the rows and replicates, so the intervals are deterministic (a mean's matrix
+product can round a replicate differently in its last bit in another part); up to 500 rows with 1,000 replicates,
+the draw is one part."""
 
 
 class Interval(BaseModel):
@@ -103,13 +107,14 @@ def ratio(a: tuple[int, int], b: tuple[int, int], level: float = 0.95) -> Interv
 
 
 def resample_counts(n: int, reps: int, seed: int):
-    """Blocks of resample counts, each ``(replicates, n)``: row ``r`` says how often each of the ``n`` rows is
-    drawn in replicate ``r`` (each row sums to ``n``). ``reps`` replicates in all, from ``default_rng(seed)``."""
+    """Parts of the resample counts, each ``(replicates, n)``: row ``r`` says how often each of the ``n`` rows is
+    drawn in replicate ``r`` (each row sums to ``n``). ``reps`` replicates in all, from ``default_rng(seed)``,
+    about ``COUNTS`` counts in a part."""
     rng = np.random.default_rng(seed)
-    block = max(1, CHUNK // max(n, 1))
+    part = max(1, COUNTS // max(n, 1))
     done = 0
     while done < reps:
-        size = min(block, reps - done)
+        size = min(part, reps - done)
         idx = rng.integers(0, n, size=(size, n))
         flat = (idx + (np.arange(size) * n)[:, None]).ravel()
         yield np.bincount(flat, minlength=size * n).reshape(size, n).astype(np.float64)

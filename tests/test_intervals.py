@@ -15,6 +15,7 @@ from sklearn import metrics
 from auditor.audit import run_audit
 from auditor.errors import PolicyError
 from auditor.findings import evaluate
+import auditor.intervals as intervals
 from auditor.intervals import bootstrap, resample_counts, weighted_auc, weighted_mean, wilson
 from auditor.performance import (PerformanceSpec, _balanced, _f1, _r2, measure_groups, measure_performance,
                                  measure_regression)
@@ -113,6 +114,31 @@ def test_resample_counts_are_the_same_in_blocks():
     b = np.vstack(list(resample_counts(50, 300, seed=4)))
     assert a.shape == (300, 50) and (a.sum(axis=1) == 50).all() and (a == b).all()
     assert not (a == np.vstack(list(resample_counts(50, 300, seed=5)))).all()
+
+
+@pytest.mark.parametrize("n", [50, 333])
+def test_draws_in_parts_are_the_draws_made_at_once(monkeypatch, n):
+    """Large draws are made and handed to the statistic in parts of about COUNTS counts (the temporaries stay
+    small whatever the rows): the parts stack up to the counts of the draw made at once, so the resamples are the
+    same, the AUC interval too, and a mean's within rounding (a matrix product over fewer rows may round a
+    replicate in its last bit)."""
+    rng = np.random.default_rng(n)
+    truth = rng.random(n) < 0.4
+    score = truth * 0.2 + rng.random(n)
+
+    def draw():
+        counts = list(resample_counts(n, 1000, seed=3))
+        return counts, bootstrap(weighted_auc, truth, score, seed=3), bootstrap(weighted_mean, score, seed=3)
+
+    monkeypatch.setattr(intervals, "COUNTS", 1000 * n)
+    whole, auc, mean = draw()
+    monkeypatch.setattr(intervals, "COUNTS", 7 * n + 1)  # parts of 7 replicates: 143 of them, the last of 6
+    parts, auc_parts, mean_parts = draw()
+    assert len(whole) == 1 and len(parts) == 143 and {len(p) for p in parts} == {7, 6}
+    assert (np.vstack(parts) == whole[0]).all()
+    assert auc_parts == auc
+    assert (mean_parts.lower, mean_parts.upper) == pytest.approx((mean.lower, mean.upper), rel=1e-14)
+    assert mean_parts.replicates == mean.replicates == 1000
 
 
 def test_performance_intervals_are_deterministic_and_contain_their_figure():

@@ -15,7 +15,6 @@ from sklearn import metrics
 from auditor.audit import run_audit
 from auditor.errors import PolicyError
 from auditor.findings import evaluate
-import auditor.intervals as intervals
 from auditor.intervals import bootstrap, resample_counts, weighted_auc, weighted_mean, wilson
 from auditor.performance import (PerformanceSpec, _balanced, _f1, _r2, measure_groups, measure_performance,
                                  measure_regression)
@@ -109,7 +108,7 @@ def test_weighted_statistics_equal_scikit_learn_on_a_resample():
 
 
 def test_resample_counts_are_the_same_in_blocks():
-    """Large draws are made in blocks of replicates; the counts do not depend on anything but n, reps, seed."""
+    """The counts depend on nothing but n, reps and the seed."""
     a = np.vstack(list(resample_counts(50, 300, seed=4)))
     b = np.vstack(list(resample_counts(50, 300, seed=4)))
     assert a.shape == (300, 50) and (a.sum(axis=1) == 50).all() and (a == b).all()
@@ -130,9 +129,9 @@ def test_draws_in_parts_are_the_draws_made_at_once(monkeypatch, n):
         counts = list(resample_counts(n, 1000, seed=3))
         return counts, bootstrap(weighted_auc, truth, score, seed=3), bootstrap(weighted_mean, score, seed=3)
 
-    monkeypatch.setattr(intervals, "COUNTS", 1000 * n)
+    monkeypatch.setattr("auditor.intervals.COUNTS", 1000 * n)
     whole, auc, mean = draw()
-    monkeypatch.setattr(intervals, "COUNTS", 7 * n + 1)  # parts of 7 replicates: 143 of them, the last of 6
+    monkeypatch.setattr("auditor.intervals.COUNTS", 7 * n + 1)  # parts of 7 replicates: 143 of them, the last of 6
     parts, auc_parts, mean_parts = draw()
     assert len(whole) == 1 and len(parts) == 143 and {len(p) for p in parts} == {7, 6}
     assert (np.vstack(parts) == whole[0]).all()

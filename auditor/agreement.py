@@ -65,12 +65,13 @@ def decision_agreement(explanations: dict, families: dict, names: list[str], *, 
 
 def summarize_agreement(model_id: str, decisions: list, *, min_shared: float
                         ) -> tuple[AgreementSummary | None, list[Observation]]:
-    """The subject's agreement over its decisions, and an observation naming those that disagree."""
-    rated = [d for d in decisions if d.agreement is not None]
+    """The subject's agreement over its decisions, and an observation naming those that disagree. ``decisions`` are
+    read once, and only their ids and agreement kept (they may be on disk)."""
+    rated = [(d.id, d.agreement) for d in decisions if d.agreement is not None]
     if not rated:
         return None, []
-    disagree = [d.id for d in rated if not d.agreement.agree]
-    first = rated[0].agreement
+    disagree = [i for i, a in rated if not a.agree]
+    first = rated[0][1]
     summary = AgreementSummary(methods=first.methods, top_k=first.top_k, min_shared=min_shared, decisions=len(rated),
                                agree=len(rated) - len(disagree), rate=(len(rated) - len(disagree)) / len(rated),
                                disagree=disagree)

@@ -32,6 +32,7 @@ from .policy import AuditedPair, Policy, canonical_json
 from .reasons import PrincipalReasons, derive_reasons, summarize_reasons, used_features
 from .numbers import listed
 from .sampling import draw_sample
+from .spill import Spilled
 from .yaml_lines import line_of, policy_lines
 
 __all__ = ["Prepared", "ProgressFactory", "prepare", "run_audit"]
@@ -218,7 +219,7 @@ def _audit_subject(plan: RunPlan, prep: Prepared, progress: ProgressFactory | No
         observations.extend(raised)
     sample_info = SampleInfo(strategy=sample.strategy, seed=plan.seed, requested=sample.requested,
                              available=sample.available, size=len(rows), note=sample.note)
-    return evidence_types().Subject(
+    subject = evidence_types().Subject(
         model=_model_info(model),
         dataset=_dataset_info(data, modality),
         background=prep.background.spec.id,
@@ -234,8 +235,10 @@ def _audit_subject(plan: RunPlan, prep: Prepared, progress: ProgressFactory | No
         score_stability=stability,
         fairness=fairness,
         observations=observations,
-        decisions=decisions,
+        decisions=[],
     )
+    subject.decisions = decisions  # on disk (a Spilled): validating the field would read them all into a list
+    return subject
 
 
 def _run_explainers(plan: RunPlan, prep: Prepared, batch: Batch, progress: ProgressFactory | None,
@@ -296,7 +299,7 @@ def _decisions(plan: RunPlan, prep: Prepared, rows, proba, local: dict, families
                 f"ran for {model.id!r}: no principal reasons can be given for its adverse decisions.")))
     agreement = policy.agreement
     record = evidence_types().Decision
-    decisions = []
+    decisions = Spilled(kind=record)
     for k, r in enumerate(rows):
         explanations = {name: results[k] for name, results in local.items()}
         outcome = _outcome(model, proba[r], data.y[r])
@@ -351,9 +354,11 @@ def _rerun_reasons(plan: RunPlan, prep: Prepared, rows, decisions: list, familie
                               names, labels, data.X[rows[k]])
             again[k].append([r.feature for r in reasons.reasons])
     for k in adverse:
-        pr = decisions[k].principal_reasons
+        decision = decisions[k]  # a copy when the decisions are on disk: changed, then put back
+        pr = decision.principal_reasons
         pr.reruns = again[k]
         pr.stable = all(set(features) == {r.feature for r in pr.reasons} for features in again[k])
+        decisions[k] = decision
 
 
 def adverse_outcome(model, policy: Policy) -> Adverse | None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Annotated, Any, Iterator, Literal, Union
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, create_model, field_serializer
 
 from .agreement import Agreement, AgreementSummary
 from .data_checks import DataCheck, Stability
@@ -175,7 +175,11 @@ class Subject(BaseModel):
         "group, adverse impact ratios, calibration per group and possible proxies. Absent without protected features.")
     observations: list[Observation] = Field(
         default_factory=list, description="Points for the reviewer, each with what raised it.")
-    decisions: list[Decision]
+    decisions: list[Decision]  # an audit's are on disk (auditor.spill.Spilled): dumped as the list they read as
+
+    @field_serializer("decisions", mode="wrap")
+    def _decisions(self, decisions, handler):
+        return handler(decisions if isinstance(decisions, list) else list(decisions))
 
 
 class Evidence(BaseModel):

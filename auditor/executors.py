@@ -28,6 +28,7 @@ import numpy as np
 
 from .errors import AuditorError
 from .explainers import Batch
+from .spill import Spilled
 
 __all__ = ["CHUNK_DECISIONS", "DaskExecutor", "Executor", "LocalExecutor", "chunks", "open_executor"]
 
@@ -100,7 +101,7 @@ class LocalExecutor(Executor):
     name = "local"
 
     def explain(self, explainer, model, batch: Batch, *, background: np.ndarray, seed: int, progress=None):
-        results, parameters = [], None
+        results, parameters = Spilled(), None
         for chunk in chunks(batch):
             part, parameters, texts = _explain_chunk(explainer, model, chunk, background, seed, progress=progress)
             results.extend(part)
@@ -108,7 +109,7 @@ class LocalExecutor(Executor):
         if parameters is None:  # an empty batch
             part, parameters, texts = _explain_chunk(explainer, model, batch, background, seed, progress=progress)
             self._record(texts)
-            return part, parameters
+            return Spilled(part), parameters
         return results, parameters
 
 
@@ -179,15 +180,21 @@ class DaskExecutor(Executor):
         model_f, background_f = self._ship(model), self._ship(background)
         futures = {self.client.submit(_explain_chunk, explainer, model_f, part, background_f, seed, self._threads,
                                       pure=False): i for i, part in enumerate(parts)}
-        done: dict[int, tuple] = {}
+        results, parameters = Spilled(), None
+        waiting: dict[int, tuple] = {}  # chunks back before one ahead of them
+        following = 0
         for future in as_completed(futures):
-            done[futures[future]] = future.result()
+            i = futures.pop(future)
+            waiting[i] = future.result()
             if progress:
-                progress(len(parts[futures[future]]))
-        results = [r for i in range(len(parts)) for r in done[i][0]]
-        for i in range(len(parts)):  # in chunk order, as the local executor records them
-            self._record(done[i][2])
-        return results, done[0][1]
+                progress(len(parts[i]))
+            while following in waiting:  # in chunk order, as the local executor records them; to disk as they come
+                part, params, texts = waiting.pop(following)
+                results.extend(part)
+                self._record(texts)
+                parameters = params if following == 0 else parameters
+                following += 1
+        return results, parameters
 
     def describe(self) -> str:
         workers = len(self.client.scheduler_info().get("workers", {}))

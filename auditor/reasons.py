@@ -141,19 +141,20 @@ def derive_reasons(explanations: dict, families: dict, *, adverse, methods: list
 
 def summarize_reasons(model_id: str, decisions: list, methods: list[str], *, min_overlap: float, repeats: int = 0
                       ) -> tuple[ReasonsSummary | None, list[Observation]]:
-    """How many sampled decisions got principal reasons and whether their methods agree."""
-    adverse = [d for d in decisions if d.principal_reasons is not None]
+    """How many sampled decisions got principal reasons and whether their methods agree. ``decisions`` are read
+    once, and only their ids and reasons kept (they may be on disk)."""
+    adverse = [(d.id, d.principal_reasons) for d in decisions if d.principal_reasons is not None]
     if not adverse:
         return None, []
-    disagree = [d.id for d in adverse if d.principal_reasons.agree is False]
-    affected = [d for d in adverse if d.principal_reasons.withheld]
+    disagree = [i for i, pr in adverse if pr.agree is False]
+    affected = [(i, pr) for i, pr in adverse if pr.withheld]
     summary = ReasonsSummary(methods=methods, adverse=len(adverse), agree=len(adverse) - len(disagree),
-                             min_overlap=min_overlap, disagree=disagree, protected=[d.id for d in affected],
+                             min_overlap=min_overlap, disagree=disagree, protected=[i for i, _ in affected],
                              protected_share=len(affected) / len(adverse))
-    rerun = [d for d in adverse if d.principal_reasons.stable is not None]
+    rerun = [(i, pr) for i, pr in adverse if pr.stable is not None]
     if repeats and rerun:
         summary.stability_repeats = repeats
-        summary.unstable = [d.id for d in rerun if not d.principal_reasons.stable]
+        summary.unstable = [i for i, pr in rerun if not pr.stable]
         summary.stability = (len(rerun) - len(summary.unstable)) / len(rerun)
     observations = []
     if summary.unstable:
@@ -166,11 +167,11 @@ def summarize_reasons(model_id: str, decisions: list, methods: list[str], *, min
                     "depend on the run; review them (give the methods behind them more samples or background rows)."))
     if affected:
         features: dict[str, tuple[str, list]] = {}
-        for d in affected:
-            for w in d.principal_reasons.withheld:
-                features.setdefault(w.feature, (w.basis, []))[1].append(f"{d.id} (#{w.rank})")
+        for i, pr in affected:
+            for w in pr.withheld:
+                features.setdefault(w.feature, (w.basis, []))[1].append(f"{i} (#{w.rank})")
         observations.append(Observation(
-            level="warn", code="reasons.protected", decisions=[d.id for d in affected],
+            level="warn", code="reasons.protected", decisions=[i for i, _ in affected],
             message=f"{model_id}: a protected characteristic ranked among the top reasons of {len(affected)} of "
                     f"{len(adverse)} adverse decision(s); it was withheld from their notices, which state only "
                     "permissible reasons; the decisions still rely on it: "

@@ -77,10 +77,11 @@ class Figures:
 
     def value(self, where: str) -> Any:
         found = locate(self.document, where)
-        return to_jsonable_python(found) if self._models else found
+        return to_jsonable_python(found, fallback=list) if self._models else found  # list: decisions kept on disk
 
     def __call__(self, where: str, fmt: str = "num", digits: int | None = None, unit: str | None = None) -> Markup:
-        value = self.value(where)
+        # a count needs only the length: not the decisions (say) read back and dumped to count them
+        value = locate(self.document, where) if fmt == "count" else self.value(where)
         text = FORMATS[fmt](value, digits)
         span = Markup('<span {}="{}" data-format="{}">{}</span>').format(
             Markup(self.attribute), where, fmt, text)

@@ -179,8 +179,9 @@ def package(plan: RunPlan, prepared, evidence: Evidence, *, identity=None, run_i
                        evidence_sha256=evidence_sha256, changes=changes)
     if "html" in plan.formats:
         files["report.html"] = html.encode("utf-8")
-        if folder is not None:
+        if folder is not None:  # written now: the rest needs its digest, not a second copy of the text beside the PDF's
             folder.write("report.html", files["report.html"])
+            files["report.html"] = Written(folder.sha256["report.html"])
     if "pdf" in plan.formats:
         say("  rendering PDF")
         pdf = render_pdf(html)

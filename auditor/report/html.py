@@ -126,4 +126,18 @@ def render(template: str, view: dict[str, Any], *, override: Path | None, figure
     if override and (override / "report.css").is_file():
         css = (override / "report.css").read_text(encoding="utf-8")
     # The stylesheet is a template file (ours or the user's override), not data: insert it verbatim.
-    return env.get_template(template).render(**view, css=Markup(css.replace("</", "<\\/")))
+    pieces = env.get_template(template).generate(**view, css=Markup(css.replace("</", "<\\/")))
+    return _joined(pieces)
+
+
+def _joined(pieces, every: int = 8192) -> str:
+    """The template's output pieces joined, ``every`` at a time: ``render`` would hold every piece (a register of
+    20,000 lines is millions of small strings) until the one join at the end."""
+    parts, held = [], []
+    for piece in pieces:
+        held.append(piece)
+        if len(held) == every:
+            parts.append("".join(held))
+            held.clear()
+    parts.append("".join(held))
+    return "".join(parts)

@@ -8,6 +8,7 @@ detailed section. It computes no figure: templates print figures by path through
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..evidence import Evidence
@@ -103,7 +104,25 @@ def _subject(evidence: Evidence, si: int, report: dict) -> dict[str, Any]:
     labels = {f.name: f.display_name for f in s.dataset.features}
     units = {f.name: f.unit for f in s.dataset.features}
     kinds = {f.name: f.type for f in s.dataset.features}
-    decisions = [_decision(s, at, di, anchor, local, names, labels, flags) for di in range(len(s.decisions))]
+    # what choosing the detailed and printed decisions needs of each, read once: their views are built as read
+    facts = [(d.correct, d.principal_reasons is not None, str(d.id)) for d in s.decisions]
+    every = range(len(facts))
+    adverse = [i for i in every if facts[i][1]]
+    limit = report.get("max_decisions")
+    registered = limit is not None and len(facts) > limit
+    # Misclassified and adverse decisions are the ones a reviewer must see first.
+    ranked = sorted(every, key=lambda i: (facts[i][0] is not False, not facts[i][1])) if registered else every
+    detailed = frozenset(ranked[:limit]) if registered else frozenset(every)
+    printed = frozenset(ranked[:PRINT_LIMIT]) if registered else frozenset()
+    reason_printed = _reasons_print(s, adverse, facts, detailed)
+
+    def one(di: int, table: bool = False) -> dict[str, Any]:
+        view = _decision(s, at, di, anchor, local, names, labels, flags) | {
+            "detailed": di in detailed, "printed": di in printed, "reason_printed": di in reason_printed}
+        if table:  # only a detailed section shows the values table: a register line needs none
+            view.update(_values_table(s, view, labels, kinds, report["top_features"]))
+        return view
+
     regression = s.model.task == "regression"
     positive = names.get(str(s.model.positive_class), str(s.model.positive_class))
     view = {
@@ -130,46 +149,46 @@ def _subject(evidence: Evidence, si: int, report: dict) -> dict[str, Any]:
         "has_subgroups": bool(s.subgroups),
         "observations": [{"level": o.level, "at": f"{at}.observations[{oi}].message"}
                          for oi, o in enumerate(s.observations)],
-        "adverse": [d for d in decisions if d["adverse"]],
+        "adverse": Built(one, adverse),
         "fairness": _fairness(evidence, si),
         "register": None,
-        "decisions": decisions,
+        "decisions": Built(lambda di: one(di, table=True), sorted(detailed)),
+        "reasons_print": {"printed": len(reason_printed), "unprinted": len(adverse) - len(reason_printed)},
     }
-    limit = report.get("max_decisions")
-    if limit is not None and len(decisions) > limit:
-        # Misclassified and adverse decisions are the ones a reviewer must see first.
-        ranked = sorted(decisions, key=lambda d: (d["correct"] is not False, not d["adverse"]))
-        _mark_first(decisions, ranked, limit, "detailed")
-        printed = _mark_first(decisions, ranked, PRINT_LIMIT, "printed")
-        view["register"] = {"rows": decisions, "printed": printed, "unprinted": len(decisions) - printed,
+    if registered:
+        rows = Built(one, every)
+        view["register"] = {"rows": rows, "printed": len(printed), "unprinted": len(facts) - len(printed),
                             "page_rows": SCREEN_PAGE_ROWS,
-                            "top_method": next((d["attributing"][0]["title"] for d in decisions if d["attributing"]),
-                                               None)}
-        view["decisions"] = [d for d in decisions if d["detailed"]]
-    view["reasons_print"] = _reasons_print(s, view["adverse"])
-    for d in view["decisions"]:  # only a detailed section shows the values table: a register line needs none
-        d.update(_values_table(s, d, labels, kinds, report["top_features"]))
+                            "top_method": next((d["attributing"][0]["title"] for d in rows if d["attributing"]), None)}
     return view
 
 
-def _reasons_print(s, adverse: list[dict]) -> dict[str, int]:
-    """Which adverse decisions the printed reasons chapter lists (``reason_printed`` on each, at most
-    :data:`REASONS_PRINT_LIMIT`, listed in sample order): how many are printed and how many are not."""
+class Built(Sequence):
+    """Decision views, each built when it is read (from the evidence, which may be on disk): a register of 10,000
+    lines holds one line's view at a time. ``build(index)`` makes the view of decision ``index``."""
+
+    def __init__(self, build: Callable[[int], dict[str, Any]], indices: Sequence[int]) -> None:
+        self._build = build
+        self._indices = indices
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self._build(i) for i in self._indices[k]]
+        return self._build(self._indices[k])
+
+
+def _reasons_print(s, adverse: list[int], facts: list[tuple], detailed: frozenset) -> frozenset:
+    """The adverse decisions (indices) the printed reasons chapter lists, at most :data:`REASONS_PRINT_LIMIT`:
+    those where a protected characteristic was withheld first, then those whose methods disagree, then those with a
+    detailed section, then in sample order."""
     protected = {str(i) for i in (s.reasons.protected if s.reasons else ())}
     disagree = {str(i) for i in (s.reasons.disagree if s.reasons else ())}
-    ranked = sorted(adverse, key=lambda d: (str(d["id"]) not in protected, str(d["id"]) not in disagree,
-                                            not d["detailed"]))
-    printed = _mark_first(adverse, ranked, REASONS_PRINT_LIMIT, "reason_printed")
-    return {"printed": printed, "unprinted": len(adverse) - printed}
-
-
-def _mark_first(decisions: list[dict], ranked: list[dict], limit: int, flag: str) -> int:
-    """Sets ``flag`` on each decision's view: whether it is among the first ``limit`` of ``ranked`` (the same views,
-    in the order they are chosen). How many are."""
-    chosen = {d["at"] for d in ranked[:limit]}
-    for d in decisions:
-        d[flag] = d["at"] in chosen
-    return len(chosen)
+    ranked = sorted(adverse, key=lambda i: (facts[i][2] not in protected, facts[i][2] not in disagree,
+                                            i not in detailed))
+    return frozenset(ranked[:REASONS_PRINT_LIMIT])
 
 
 def _decision(s, at: str, di: int, subject_anchor: str, local: list[dict], names: dict, labels: dict,
@@ -194,7 +213,6 @@ def _decision(s, at: str, di: int, subject_anchor: str, local: list[dict], names
         "predicted": "" if d.predicted_label is None else names.get(str(d.predicted_label), str(d.predicted_label)),
         "correct": d.correct,
         "adverse": d.principal_reasons is not None,
-        "detailed": True,
         "flags": flags.get(str(d.id), set()),
         "explained": [m for m in local if m["name"] in d.explanations],
         "attributing": attributing,

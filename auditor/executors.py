@@ -4,7 +4,8 @@ Every local explainer already batches its work across decisions and derives each
 from the audit seed and the decision's id (:func:`~auditor.explainers.base.decision_seed`), so a
 decision's explanation does not depend on which other decisions share its batch. An executor therefore
 only has to cut the sampled decisions into chunks, hand each chunk to ``explainer.explain`` and put the
-results back in order:
+results back in order, written to disk as they come (:class:`~auditor.spill.Spilled`: the main process
+does not hold every decision's explanation):
 
 - :class:`LocalExecutor` (the default) runs the chunks one after another in this process. Chunks keep
   memory flat as the sample grows: only one chunk's intermediate arrays exist at a time.
@@ -66,7 +67,7 @@ def _explain_chunk(explainer, model, chunk: Batch, background: np.ndarray, seed:
 
 
 class Executor:
-    """Runs a local explainer over a batch of decisions; returns (results in batch order, parameters).
+    """Runs a local explainer over a batch of decisions; returns (results in batch order, a Spilled; parameters).
 
     Library warnings raised while explaining are caught where they are raised (in this process or on a
     worker) and collected in ``warnings``, once each, instead of being printed."""

@@ -30,7 +30,7 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, NamedTuple, Union
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -411,6 +411,14 @@ def _comparable(subject: Subject, name: str, result):
     return None if family is None else family.comparable(result)
 
 
+class _Brief(NamedTuple):
+    """What the diff compares of a decision: an audit's decisions may be on disk, and are read once."""
+
+    id: Any
+    predicted_label: Any
+    principal_reasons: Any
+
+
 def _reason_lists(decision) -> tuple[list[str], list[str]]:
     pr = decision.principal_reasons
     if pr is None:
@@ -448,8 +456,8 @@ def _diff_subject(a: Subject, b: Subject, top_k: int) -> SubjectDiff:
     only_a = [n for n in a.global_explanations if n not in b.global_explanations]
     only_b = [n for n in b.global_explanations if n not in a.global_explanations]
 
-    da = {str(d.id): d for d in a.decisions}
-    db = {str(d.id): d for d in b.decisions}
+    da = {str(d.id): _Brief(d.id, d.predicted_label, d.principal_reasons) for d in a.decisions}
+    db = {str(d.id): _Brief(d.id, d.predicted_label, d.principal_reasons) for d in b.decisions}
     reasons_changed = []
     for key, dec_a in da.items():
         dec_b = db.get(key)

@@ -7,8 +7,8 @@ detailed section. It computes no figure: templates print figures by path through
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from ..evidence import Evidence
